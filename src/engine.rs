@@ -1,0 +1,408 @@
+//! The learner: owns the encoder, model, optimizer, join rules and metrics, and applies events
+//! and labels in the order it is given them. Replay and the Kafka worker both drive this one
+//! type, so the same logs in the same order give the same model.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, OnExpiry};
+use crate::event::{Contribution, DecodeError, Decoder, Label, Prediction, RawEvent, Reason};
+use crate::features::{Encoded, Encoder};
+use crate::join::{Entry, InsertOutcome, JoinBackend, Joined, Joiner, LabelOutcome, Swept};
+use crate::metrics::Progressive;
+use crate::model::Model;
+use crate::optim::Optimizer;
+
+/// Label outcomes, as counted (and exported as `streamlr_labels_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelCount {
+    /// Joined to its entry and learned.
+    Joined,
+    /// Entry expired without a label (dropped).
+    Expired,
+    /// Entry expired and an implicit label was learned.
+    Implicit,
+    /// Same label again.
+    Duplicate,
+    /// A different label for an already-joined id (ignored).
+    Conflict,
+    /// The event was never seen (the label waited and gave up).
+    Unknown,
+    /// The entry had already expired.
+    Late,
+    /// The label record could not be decoded.
+    Invalid,
+}
+
+impl LabelCount {
+    /// Every outcome.
+    pub const ALL: [LabelCount; 8] = [
+        LabelCount::Joined,
+        LabelCount::Expired,
+        LabelCount::Implicit,
+        LabelCount::Duplicate,
+        LabelCount::Conflict,
+        LabelCount::Unknown,
+        LabelCount::Late,
+        LabelCount::Invalid,
+    ];
+
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabelCount::Joined => "joined",
+            LabelCount::Expired => "expired",
+            LabelCount::Implicit => "implicit",
+            LabelCount::Duplicate => "duplicate",
+            LabelCount::Conflict => "conflict",
+            LabelCount::Unknown => "unknown",
+            LabelCount::Late => "late",
+            LabelCount::Invalid => "invalid",
+        }
+    }
+}
+
+/// Everything the engine counts. Part of the checkpoint, so counts survive restarts exactly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Events scored (a prediction was produced).
+    pub events_scored: u64,
+    /// Events refused, by reason (indexed like [`Reason::ALL`]).
+    pub events_invalid: Vec<u64>,
+    /// Scored events whose id was already pending (the first entry is kept).
+    pub events_duplicate_id: u64,
+    /// Scored events older than the join window (nothing can join them).
+    pub events_too_old: u64,
+    /// Undeclared features skipped (`features.undeclared = "ignore"`).
+    pub features_ignored: u64,
+    /// Label outcomes (indexed like [`LabelCount::ALL`]).
+    pub labels: Vec<u64>,
+    /// Labels refused, by reason (indexed like [`Reason::ALL`]).
+    pub labels_invalid: Vec<u64>,
+    /// Model updates applied.
+    pub updates: u64,
+    /// Model updates refused because they were non-finite.
+    pub updates_refused: u64,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            events_invalid: vec![0; Reason::ALL.len()],
+            labels: vec![0; LabelCount::ALL.len()],
+            labels_invalid: vec![0; Reason::ALL.len()],
+            ..Self::default()
+        }
+    }
+
+    /// Count of one label outcome.
+    pub fn label(&self, c: LabelCount) -> u64 {
+        self.labels[c as usize]
+    }
+
+    /// Events refused, all reasons.
+    pub fn events_invalid_total(&self) -> u64 {
+        self.events_invalid.iter().sum()
+    }
+
+    fn invalid_event(&mut self, r: Reason) {
+        self.events_invalid[reason_index(r)] += 1;
+    }
+}
+
+fn reason_index(r: Reason) -> usize {
+    Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+/// What became of a label record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelResult {
+    /// Decoded and handled with this outcome (`None` while it waits for its event).
+    Handled(Option<LabelCount>),
+    /// Refused.
+    Invalid(DecodeError),
+}
+
+/// The learner's mutable state besides the join store, as saved in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnerState {
+    /// Model version.
+    pub version: u64,
+    /// Weights.
+    pub model: Model,
+    /// Optimizer state.
+    pub optim: Optimizer,
+    /// Online scaling statistics.
+    pub scaler: crate::features::ScalerState,
+    /// Progressive metrics.
+    pub quality: Progressive,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// The learner.
+#[derive(Debug)]
+pub struct Engine<B> {
+    cfg: Config,
+    decoder: Decoder,
+    encoder: Encoder,
+    model: Model,
+    optim: Optimizer,
+    version: u64,
+    joiner: Joiner<B>,
+    quality: Progressive,
+    counters: Counters,
+    enc: Encoded,
+    top: Vec<(usize, f64)>,
+    swept: Swept,
+}
+
+impl<B: JoinBackend> Engine<B> {
+    /// A fresh learner for a validated config, keeping join entries in `backend`.
+    pub fn new(cfg: Config, backend: B) -> Self {
+        let encoder = Encoder::new(&cfg.features);
+        let dim = encoder.dim();
+        let m = &cfg.metrics;
+        Self {
+            decoder: Decoder::new(cfg.input.clone(), cfg.limits.clone()),
+            model: Model::new(dim),
+            optim: Optimizer::new(cfg.model.optimizer, dim),
+            version: 1,
+            joiner: Joiner::new(&cfg.join, backend),
+            quality: Progressive::new(cfg.model.threshold, m.calibration_bins, m.auc_window),
+            counters: Counters::new(),
+            encoder,
+            enc: Encoded::default(),
+            top: Vec::new(),
+            swept: Swept::default(),
+            cfg,
+        }
+    }
+
+    /// Decodes an event message (no state change; pair with [`Self::score`] or
+    /// [`Self::reject_event`]).
+    pub fn decode_event<'a>(&self, bytes: &'a [u8]) -> Result<RawEvent<'a>, DecodeError> {
+        self.decoder.decode_event(bytes)
+    }
+
+    /// Counts an event that could not be decoded.
+    pub fn reject_event(&mut self, e: &DecodeError) {
+        self.counters.invalid_event(e.reason);
+    }
+
+    /// Decodes and scores one event message: see [`Self::score`].
+    pub fn on_event(
+        &mut self,
+        bytes: &[u8],
+        fallback_ts: i64,
+        now_ms: i64,
+    ) -> Result<Prediction, DecodeError> {
+        match self.decoder.decode_event(bytes) {
+            Ok(ev) => self.score(&ev, fallback_ts, now_ms),
+            Err(e) => {
+                self.reject_event(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Scores a decoded event, remembers it for its label, and advances the watermark.
+    /// `fallback_ts` is used when the event carries no time; `now_ms` becomes `scored_at`.
+    /// Returns the prediction, or why the event was refused by the schema.
+    pub fn score(
+        &mut self,
+        ev: &RawEvent<'_>,
+        fallback_ts: i64,
+        now_ms: i64,
+    ) -> Result<Prediction, DecodeError> {
+        if let Err(e) = self.encoder.encode(ev, &mut self.enc) {
+            self.counters.invalid_event(e.reason);
+            return Err(e);
+        }
+        self.counters.features_ignored += u64::from(self.enc.ignored);
+        let ts = ev.ts.unwrap_or(fallback_ts);
+        let score = self.model.score(&self.enc.x);
+        self.model
+            .top_contributions(&self.enc.x, self.cfg.model.top_contributions, &mut self.top);
+        let contributions = self
+            .top
+            .iter()
+            .map(|&(pos, value)| Contribution {
+                feature: self.encoder.slot_name(ev, self.enc.origin[pos]),
+                value,
+            })
+            .collect();
+        let threshold = self.cfg.model.threshold;
+        let prediction = Prediction {
+            id: ev.id.to_string(),
+            score,
+            decision: score >= threshold,
+            threshold,
+            model_version: self.version,
+            event_ts: ts,
+            scored_at: now_ms,
+            contributions,
+        };
+        self.counters.events_scored += 1;
+        let entry = Entry {
+            x: self.enc.x.clone(),
+            score,
+            model_version: self.version,
+            event_ts: ts,
+        };
+        match self.joiner.insert(&prediction.id, entry) {
+            InsertOutcome::Stored => {}
+            InsertOutcome::Joined(j) => self.learn(j, LabelCount::Joined),
+            InsertOutcome::DuplicateId => self.counters.events_duplicate_id += 1,
+            InsertOutcome::TooOld => self.counters.events_too_old += 1,
+        }
+        self.advance(ts);
+        Ok(prediction)
+    }
+
+    /// Decodes a label message (no state change; pair with [`Self::apply_label`] or
+    /// [`Self::reject_label`]).
+    pub fn decode_label(&self, bytes: &[u8]) -> Result<Label, DecodeError> {
+        self.decoder.decode_label(bytes)
+    }
+
+    /// Counts a label that could not be decoded.
+    pub fn reject_label(&mut self, e: &DecodeError) {
+        self.counters.labels_invalid[reason_index(e.reason)] += 1;
+        self.counters.labels[LabelCount::Invalid as usize] += 1;
+    }
+
+    /// Decodes and applies one label message.
+    pub fn on_label(&mut self, bytes: &[u8]) -> LabelResult {
+        match self.decoder.decode_label(bytes) {
+            Ok(l) => LabelResult::Handled(self.apply_label(l)),
+            Err(e) => {
+                self.reject_label(&e);
+                LabelResult::Invalid(e)
+            }
+        }
+    }
+
+    /// Joins a decoded label and learns from it. Returns the outcome, or `None` while the label
+    /// waits for its event.
+    pub fn apply_label(&mut self, label: Label) -> Option<LabelCount> {
+        let outcome = match self.joiner.label(label) {
+            LabelOutcome::Joined(j) => {
+                self.learn(j, LabelCount::Joined);
+                return Some(LabelCount::Joined);
+            }
+            LabelOutcome::Waiting => return None,
+            LabelOutcome::Duplicate => LabelCount::Duplicate,
+            LabelOutcome::Conflict => LabelCount::Conflict,
+            LabelOutcome::Late => LabelCount::Late,
+        };
+        self.counters.labels[outcome as usize] += 1;
+        Some(outcome)
+    }
+
+    /// Moves the event-time watermark (also called by the worker's wall-clock rule).
+    pub fn advance(&mut self, ts: i64) {
+        let mut swept = std::mem::take(&mut self.swept);
+        self.joiner.advance(ts, &mut swept);
+        self.counters.labels[LabelCount::Unknown as usize] += swept.unknown_labels;
+        swept.unknown_labels = 0;
+        for e in swept.expired.drain(..) {
+            match self.cfg.join.on_expiry {
+                OnExpiry::Drop => self.counters.labels[LabelCount::Expired as usize] += 1,
+                OnExpiry::Implicit => {
+                    let j = Joined {
+                        id: e.id,
+                        entry: e.entry,
+                        label: self.cfg.join.implicit_label == 1,
+                        weight: 1.0,
+                        label_ts: None,
+                    };
+                    self.learn(j, LabelCount::Implicit);
+                }
+            }
+        }
+        self.swept = swept;
+    }
+
+    fn learn(&mut self, j: Joined, count: LabelCount) {
+        self.counters.labels[count as usize] += 1;
+        self.quality.add(j.entry.score, j.label);
+        match self.optim.step(
+            &self.cfg.model,
+            &mut self.model,
+            &j.entry.x,
+            j.label,
+            j.weight,
+        ) {
+            Ok(_) => {
+                self.counters.updates += 1;
+                if self.counters.updates % self.cfg.model.version_every_updates == 0 {
+                    self.version += 1;
+                }
+            }
+            Err(_) => self.counters.updates_refused += 1,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Current model version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Progressive metrics.
+    pub fn quality(&self) -> &Progressive {
+        &self.quality
+    }
+
+    /// The join rules and store.
+    pub fn joiner(&self) -> &Joiner<B> {
+        &self.joiner
+    }
+
+    /// The join rules and store, mutably.
+    pub fn joiner_mut(&mut self) -> &mut Joiner<B> {
+        &mut self.joiner
+    }
+
+    /// Copies out the learner state (everything but the join store).
+    pub fn learner_state(&self) -> LearnerState {
+        LearnerState {
+            version: self.version,
+            model: self.model.clone(),
+            optim: self.optim.clone(),
+            scaler: self.encoder.scaler_state(),
+            quality: self.quality.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Restores the learner state from a snapshot of the same schema.
+    pub fn restore_learner(&mut self, s: LearnerState) {
+        self.version = s.version;
+        self.model = s.model;
+        self.optim = s.optim;
+        self.encoder.restore_scaler(&s.scaler);
+        self.quality = s.quality;
+        self.counters = s.counters;
+    }
+
+    /// The feature encoder.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+}

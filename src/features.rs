@@ -1,0 +1,779 @@
+//! The feature schema: turns a decoded event into a sparse vector of hashed indices and values.
+//!
+//! Every feature lands in a weight bucket `murmur3_32(key, seed) mod 2^bits`, where the key is:
+//! - numeric and boolean features: the UTF-8 name;
+//! - categorical features: name ++ 0x1F ++ value (missing: value = a single 0x00 byte);
+//! - missing indicators: name ++ 0x1F ++ 0x00 (the same bucket as a missing categorical);
+//! - crosses of a and b: le32(h_a) ++ le32(h_b), where h is the full 32-bit hash of each side's
+//!   key; the value is the product of the two sides' values (1 for a category).
+//!
+//! The same [`Encoder`] builds the vector that is scored and, through the join store, the vector
+//! that is learned from, so training and scoring cannot disagree. Online scaling statistics are
+//! updated at scoring time, in event order, and are part of the snapshot.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    FeaturesConfig, MissingNumeric, NumericFeature, Scaling, Transform, Undeclared,
+};
+use crate::event::{DecodeError, FeatureValue, RawEvent, Reason};
+use crate::hash::{Murmur3, murmur3_32};
+
+/// Separator between a feature name and its value in hash keys.
+pub const NAME_VALUE_SEP: u8 = 0x1F;
+/// The value hashed for a missing feature.
+pub const MISSING_VALUE: &[u8] = &[0x00];
+/// How a missing value is shown in contribution names.
+const MISSING_TEXT: &str = "<missing>";
+/// Most distinct auto-learned numeric buckets that get their own scaler.
+const MAX_AUTO_SCALERS: usize = 100_000;
+
+/// Where a slot of the encoded vector came from, to name it in contributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The i-th feature of the raw event.
+    Raw(u32),
+    /// A declared feature that was absent or null: its missing bucket or imputed value.
+    Missing(u32),
+    /// An undeclared feature that was null.
+    RawMissing(u32),
+    /// The i-th declared cross.
+    Cross(u32),
+}
+
+/// A sparse feature vector: parallel bucket indices and values (the intercept is implicit).
+///
+/// Values are f32: standardized, clipped features need no more than 7 significant digits, and
+/// the join store keeps exactly these values, so the vector learned from is the one scored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SparseVec {
+    /// Bucket indices in [0, 2^bits).
+    pub idx: Vec<u32>,
+    /// Values, one per index.
+    pub val: Vec<f32>,
+}
+
+impl SparseVec {
+    /// Removes every slot.
+    pub fn clear(&mut self) {
+        self.idx.clear();
+        self.val.clear();
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.idx.len()
+    }
+
+    /// True when there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.idx.is_empty()
+    }
+
+    /// Iterates `(index, value)` pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        self.idx.iter().copied().zip(self.val.iter().copied())
+    }
+
+    /// Squared L2 norm (in f64).
+    pub fn norm_sq(&self) -> f64 {
+        self.val.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+    }
+}
+
+/// An encoded event: the vector plus where each slot came from.
+#[derive(Debug, Clone, Default)]
+pub struct Encoded {
+    /// The feature vector.
+    pub x: SparseVec,
+    /// Origin of each slot, parallel to `x`.
+    pub origin: Vec<Origin>,
+    /// Undeclared features skipped with `undeclared = "ignore"`.
+    pub ignored: u32,
+}
+
+impl Encoded {
+    fn push(&mut self, idx: u32, val: f64, origin: Origin) {
+        self.x.idx.push(idx);
+        self.x.val.push(val as f32);
+        self.origin.push(origin);
+    }
+
+    fn clear(&mut self) {
+        self.x.clear();
+        self.origin.clear();
+        self.ignored = 0;
+    }
+}
+
+/// Welford's running mean and variance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Welford {
+    /// Values seen.
+    pub n: u64,
+    /// Running mean.
+    pub mean: f64,
+    /// Sum of squared deviations.
+    pub m2: f64,
+}
+
+impl Welford {
+    /// Adds a value.
+    pub fn push(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+
+    /// Sample standard deviation (0 with fewer than two values).
+    pub fn std(&self) -> f64 {
+        if self.n < 2 {
+            0.0
+        } else {
+            (self.m2 / (self.n - 1) as f64).sqrt()
+        }
+    }
+}
+
+/// Identity hasher for keys that already are hashes.
+#[derive(Debug, Default, Clone, Copy)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        // Spread the bits: hashbrown uses the top 7 bits as a tag.
+        self.0 = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type HashedMap<V> = HashMap<u32, V, BuildHasherDefault<PreHashed>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Numeric,
+    Categorical { accept_numbers: bool },
+    Boolean { missing_indicator: bool },
+}
+
+#[derive(Debug, Clone)]
+struct Declared {
+    name: String,
+    kind: Kind,
+    numeric: NumericFeature,
+    /// Full 32-bit hash of the name.
+    name_hash: Murmur3,
+    name_h32: u32,
+    /// Full hash of name ␟ NUL.
+    missing_h32: u32,
+}
+
+/// Scaling statistics: the only mutable state of the encoder.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScalerState {
+    /// One per declared feature, in declaration order (unused for non-numeric ones).
+    pub declared: Vec<Welford>,
+    /// Auto-learned numeric features, by full name hash, sorted.
+    pub auto: Vec<(u32, Welford)>,
+}
+
+/// Per-event scratch: the cross key and value of each declared feature.
+#[derive(Debug, Clone, Copy, Default)]
+struct CrossSide {
+    key: u32,
+    value: f64,
+}
+
+/// Turns raw events into sparse vectors according to the schema.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    cfg: FeaturesConfig,
+    mask: u32,
+    seed: u32,
+    declared: Vec<Declared>,
+    by_name: HashedMap<Vec<u32>>,
+    crosses: Vec<(u32, u32, String)>,
+    declared_stats: Vec<Welford>,
+    auto_stats: HashedMap<Welford>,
+    seen: Vec<bool>,
+    sides: Vec<CrossSide>,
+}
+
+impl Encoder {
+    /// An encoder for a validated feature configuration, with fresh scaling statistics.
+    pub fn new(cfg: &FeaturesConfig) -> Self {
+        let seed = cfg.hash_seed;
+        let mut declared = Vec::new();
+        let mut add = |name: &String, kind: Kind, numeric: NumericFeature| {
+            let mut h = Murmur3::new(seed);
+            h.write(name.as_bytes());
+            let mut m = h.clone();
+            m.write_u8(NAME_VALUE_SEP);
+            m.write(MISSING_VALUE);
+            declared.push(Declared {
+                name: name.clone(),
+                kind,
+                numeric,
+                name_h32: h.finish(),
+                name_hash: h,
+                missing_h32: m.finish(),
+            });
+        };
+        for (name, n) in &cfg.numeric {
+            add(name, Kind::Numeric, n.clone());
+        }
+        for (name, c) in &cfg.categorical {
+            add(
+                name,
+                Kind::Categorical {
+                    accept_numbers: c.accept_numbers,
+                },
+                NumericFeature::default(),
+            );
+        }
+        for (name, b) in &cfg.boolean {
+            add(
+                name,
+                Kind::Boolean {
+                    missing_indicator: b.missing_indicator,
+                },
+                NumericFeature::default(),
+            );
+        }
+        let mut by_name: HashedMap<Vec<u32>> = HashedMap::default();
+        for (i, d) in declared.iter().enumerate() {
+            by_name.entry(d.name_h32).or_default().push(i as u32);
+        }
+        let pos = |n: &str| declared.iter().position(|d| d.name == n).map(|p| p as u32);
+        let crosses = cfg
+            .crosses
+            .iter()
+            .filter_map(|[a, b]| Some((pos(a)?, pos(b)?, format!("{a}&{b}"))))
+            .collect();
+        let n = declared.len();
+        Self {
+            cfg: cfg.clone(),
+            mask: (1u32 << cfg.hash_bits) - 1,
+            seed,
+            declared,
+            by_name,
+            crosses,
+            declared_stats: vec![Welford::default(); n],
+            auto_stats: HashedMap::default(),
+            seen: vec![false; n],
+            sides: vec![CrossSide::default(); n],
+        }
+    }
+
+    /// Number of weight buckets (2^bits).
+    pub fn dim(&self) -> usize {
+        self.mask as usize + 1
+    }
+
+    /// The scaling statistics, for snapshots.
+    pub fn scaler_state(&self) -> ScalerState {
+        let mut auto: Vec<(u32, Welford)> = self.auto_stats.iter().map(|(k, v)| (*k, *v)).collect();
+        auto.sort_by_key(|(k, _)| *k);
+        ScalerState {
+            declared: self.declared_stats.clone(),
+            auto,
+        }
+    }
+
+    /// Restores scaling statistics from a snapshot taken with the same schema.
+    pub fn restore_scaler(&mut self, s: &ScalerState) {
+        if s.declared.len() == self.declared_stats.len() {
+            self.declared_stats.clone_from(&s.declared);
+        }
+        self.auto_stats = s.auto.iter().copied().collect();
+    }
+
+    /// Encodes `ev` into `out` (cleared first), updating online scaling statistics.
+    pub fn encode(&mut self, ev: &RawEvent<'_>, out: &mut Encoded) -> Result<(), DecodeError> {
+        out.clear();
+        self.seen.iter_mut().for_each(|s| *s = false);
+        for (i, (name, value)) in ev.features.iter().enumerate() {
+            let i = i as u32;
+            let mut h = Murmur3::new(self.seed);
+            h.write(name.as_bytes());
+            let name_h32 = h.finish();
+            let decl = self.by_name.get(&name_h32).and_then(|c| {
+                c.iter()
+                    .copied()
+                    .find(|&d| self.declared[d as usize].name == **name)
+            });
+            match decl {
+                Some(d) => self.encode_declared(d, i, name, value, out)?,
+                None => match self.cfg.undeclared {
+                    Undeclared::Ignore => out.ignored += 1,
+                    Undeclared::Reject => {
+                        return Err(DecodeError::new(
+                            Reason::UndeclaredFeature,
+                            format!("feature {name:?} is not declared in [features]"),
+                        ));
+                    }
+                    Undeclared::Auto => self.encode_auto(i, h, name_h32, value, out),
+                },
+            }
+        }
+        for d in 0..self.declared.len() {
+            if !self.seen[d] {
+                self.encode_missing(d as u32, out);
+            }
+        }
+        for c in 0..self.crosses.len() {
+            let (a, b, _) = self.crosses[c];
+            let (sa, sb) = (self.sides[a as usize], self.sides[b as usize]);
+            let mut key = [0u8; 8];
+            key[..4].copy_from_slice(&sa.key.to_le_bytes());
+            key[4..].copy_from_slice(&sb.key.to_le_bytes());
+            let v = sa.value * sb.value;
+            if v != 0.0 {
+                out.push(
+                    murmur3_32(&key, self.seed) & self.mask,
+                    v,
+                    Origin::Cross(c as u32),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_declared(
+        &mut self,
+        d: u32,
+        i: u32,
+        name: &str,
+        value: &FeatureValue<'_>,
+        out: &mut Encoded,
+    ) -> Result<(), DecodeError> {
+        let du = d as usize;
+        self.seen[du] = true;
+        let decl = &self.declared[du];
+        let wrong = |expected: &str| {
+            Err(DecodeError::new(
+                Reason::InvalidFeatureValue,
+                format!(
+                    "feature {name:?} is declared {expected}, got {}",
+                    kind_of(value)
+                ),
+            ))
+        };
+        match (decl.kind, value) {
+            (_, FeatureValue::Null) => {
+                self.encode_missing(d, out);
+            }
+            (Kind::Numeric, FeatureValue::Number(x)) => {
+                let (key, z) = (
+                    decl.name_h32,
+                    scale(&decl.numeric, &mut self.declared_stats[du], *x),
+                );
+                self.sides[du] = CrossSide { key, value: z };
+                if z != 0.0 {
+                    out.push(key & self.mask, z, Origin::Raw(i));
+                }
+            }
+            (Kind::Numeric, _) => return wrong("numeric"),
+            (Kind::Categorical { accept_numbers }, v) => {
+                let mut h = decl.name_hash.clone();
+                h.write_u8(NAME_VALUE_SEP);
+                match v {
+                    FeatureValue::Str(s) => h.write(s.as_bytes()),
+                    FeatureValue::Number(x) if accept_numbers => {
+                        h.write(number_text(*x).as_bytes())
+                    }
+                    FeatureValue::Bool(b) if accept_numbers => {
+                        h.write(if *b { b"true" } else { b"false" })
+                    }
+                    _ => return wrong("categorical"),
+                }
+                let key = h.finish();
+                self.sides[du] = CrossSide { key, value: 1.0 };
+                out.push(key & self.mask, 1.0, Origin::Raw(i));
+            }
+            (Kind::Boolean { .. }, FeatureValue::Bool(b)) => {
+                let v = if *b { 1.0 } else { 0.0 };
+                self.sides[du] = CrossSide {
+                    key: decl.name_h32,
+                    value: v,
+                };
+                if *b {
+                    out.push(decl.name_h32 & self.mask, 1.0, Origin::Raw(i));
+                }
+            }
+            (Kind::Boolean { .. }, _) => return wrong("boolean"),
+        }
+        Ok(())
+    }
+
+    fn encode_missing(&mut self, d: u32, out: &mut Encoded) {
+        let du = d as usize;
+        let decl = &self.declared[du];
+        let missing_bucket = decl.missing_h32 & self.mask;
+        match decl.kind {
+            Kind::Numeric => {
+                let n = &decl.numeric;
+                let z = match n.missing {
+                    MissingNumeric::Mean => 0.0,
+                    MissingNumeric::Constant => {
+                        scale_with(n, &self.declared_stats[du], prepare(n, n.missing_value))
+                    }
+                };
+                self.sides[du] = CrossSide {
+                    key: decl.name_h32,
+                    value: z,
+                };
+                if z != 0.0 {
+                    out.push(decl.name_h32 & self.mask, z, Origin::Missing(d));
+                }
+                if n.missing_indicator {
+                    out.push(missing_bucket, 1.0, Origin::Missing(d));
+                }
+            }
+            Kind::Categorical { .. } => {
+                self.sides[du] = CrossSide {
+                    key: decl.missing_h32,
+                    value: 1.0,
+                };
+                out.push(missing_bucket, 1.0, Origin::Missing(d));
+            }
+            Kind::Boolean { missing_indicator } => {
+                self.sides[du] = CrossSide {
+                    key: decl.name_h32,
+                    value: 0.0,
+                };
+                if missing_indicator {
+                    out.push(missing_bucket, 1.0, Origin::Missing(d));
+                }
+            }
+        }
+    }
+
+    fn encode_auto(
+        &mut self,
+        i: u32,
+        h: Murmur3,
+        name_h32: u32,
+        value: &FeatureValue<'_>,
+        out: &mut Encoded,
+    ) {
+        match value {
+            FeatureValue::Number(x) => {
+                let n = &self.cfg.auto_numeric;
+                let z = if self.auto_stats.len() < MAX_AUTO_SCALERS
+                    || self.auto_stats.contains_key(&name_h32)
+                {
+                    scale(n, self.auto_stats.entry(name_h32).or_default(), *x)
+                } else {
+                    prepare(n, *x)
+                };
+                if z != 0.0 {
+                    out.push(name_h32 & self.mask, z, Origin::Raw(i));
+                }
+            }
+            FeatureValue::Str(s) => {
+                let mut h = h;
+                h.write_u8(NAME_VALUE_SEP);
+                h.write(s.as_bytes());
+                out.push(h.finish() & self.mask, 1.0, Origin::Raw(i));
+            }
+            FeatureValue::Bool(b) => {
+                if *b {
+                    out.push(name_h32 & self.mask, 1.0, Origin::Raw(i));
+                }
+            }
+            FeatureValue::Null => {
+                let mut h = h;
+                h.write_u8(NAME_VALUE_SEP);
+                h.write(MISSING_VALUE);
+                out.push(h.finish() & self.mask, 1.0, Origin::RawMissing(i));
+            }
+        }
+    }
+
+    /// A readable name for a slot, e.g. `amount`, `country=DE`, `age_days=<missing>`.
+    pub fn slot_name(&self, ev: &RawEvent<'_>, origin: Origin) -> String {
+        match origin {
+            Origin::Raw(i) | Origin::RawMissing(i) => match ev.features.get(i as usize) {
+                Some((name, FeatureValue::Str(s))) => format!("{name}={s}"),
+                Some((name, FeatureValue::Null)) => format!("{name}={MISSING_TEXT}"),
+                Some((name, FeatureValue::Number(x))) => match self.declared_kind(name) {
+                    Some(Kind::Categorical { .. }) => format!("{name}={}", number_text(*x)),
+                    _ => name.to_string(),
+                },
+                Some((name, FeatureValue::Bool(b))) => match self.declared_kind(name) {
+                    Some(Kind::Categorical { .. }) => format!("{name}={b}"),
+                    _ => name.to_string(),
+                },
+                None => String::new(),
+            },
+            Origin::Missing(d) => match self.declared.get(d as usize) {
+                Some(decl)
+                    if decl.kind == Kind::Numeric
+                        && decl.numeric.missing == MissingNumeric::Constant =>
+                {
+                    decl.name.clone()
+                }
+                Some(decl) => format!("{}={MISSING_TEXT}", decl.name),
+                None => String::new(),
+            },
+            Origin::Cross(c) => self
+                .crosses
+                .get(c as usize)
+                .map(|c| c.2.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn declared_kind(&self, name: &str) -> Option<Kind> {
+        self.declared
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.kind)
+    }
+}
+
+fn kind_of(v: &FeatureValue<'_>) -> &'static str {
+    match v {
+        FeatureValue::Number(_) => "a number",
+        FeatureValue::Str(_) => "a string",
+        FeatureValue::Bool(_) => "a boolean",
+        FeatureValue::Null => "null",
+    }
+}
+
+/// Integers print without a fraction so `5411` and `5411.0` are the same category.
+fn number_text(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Clip (raw units) then transform.
+fn prepare(n: &NumericFeature, x: f64) -> f64 {
+    let x = match n.clip {
+        Some([lo, hi]) => x.clamp(lo, hi),
+        None => x,
+    };
+    match n.transform {
+        Transform::None => x,
+        Transform::SignedLog1p => x.signum() * x.abs().ln_1p(),
+    }
+}
+
+/// Clip, transform, update the running statistics, standardize, clip to ±clip_z.
+fn scale(n: &NumericFeature, stats: &mut Welford, x: f64) -> f64 {
+    let x = prepare(n, x);
+    stats.push(x);
+    scale_with(n, stats, x)
+}
+
+fn scale_with(n: &NumericFeature, stats: &Welford, x: f64) -> f64 {
+    let z = match n.scaling {
+        Scaling::None => x,
+        Scaling::Fixed => (x - n.mean) / n.std,
+        Scaling::Online => {
+            let sd = stats.std();
+            if sd > 0.0 { (x - stats.mean) / sd } else { 0.0 }
+        }
+    };
+    if n.clip_z > 0.0 {
+        z.clamp(-n.clip_z, n.clip_z)
+    } else {
+        z
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BooleanFeature, CategoricalFeature, InputConfig, LimitsConfig};
+    use crate::event::Decoder;
+
+    fn cfg() -> FeaturesConfig {
+        let mut c = FeaturesConfig {
+            hash_bits: 18,
+            ..FeaturesConfig::default()
+        };
+        c.numeric.insert(
+            "amount".into(),
+            NumericFeature {
+                scaling: Scaling::Fixed,
+                mean: 10.0,
+                std: 2.0,
+                clip: Some([0.0, 30.0]),
+                clip_z: 0.0,
+                missing_indicator: true,
+                ..NumericFeature::default()
+            },
+        );
+        c.categorical
+            .insert("country".into(), CategoricalFeature::default());
+        c.boolean
+            .insert("new_device".into(), BooleanFeature::default());
+        c.crosses.push(["country".into(), "new_device".into()]);
+        c
+    }
+
+    fn encode(enc: &mut Encoder, json: &str) -> Result<Encoded, DecodeError> {
+        let d = Decoder::new(InputConfig::default(), LimitsConfig::default());
+        let ev = d.decode_event(json.as_bytes())?;
+        let mut out = Encoded::default();
+        enc.encode(&ev, &mut out)?;
+        Ok(out)
+    }
+
+    fn bucket(key: &[u8], bits: u32) -> u32 {
+        murmur3_32(key, 0) & ((1 << bits) - 1)
+    }
+
+    /// Golden buckets: if these change, every deployed model's weights are re-mapped.
+    /// Reference: python3 -c "import mmh3; print(mmh3.hash(b'country\x1fDE', 0, signed=False) % 2**18)"
+    #[test]
+    fn golden_buckets() {
+        assert_eq!(murmur3_32(b"amount", 0), GOLDEN_AMOUNT);
+        assert_eq!(murmur3_32(b"country\x1fDE", 0), GOLDEN_COUNTRY_DE);
+        assert_eq!(murmur3_32(b"country\x1f\x00", 0), GOLDEN_COUNTRY_MISSING);
+        assert_eq!(murmur3_32(b"country\x1fDE", 7), GOLDEN_COUNTRY_DE_SEED7);
+        let mut enc = Encoder::new(&cfg());
+        let out = encode(
+            &mut enc,
+            r#"{"id":"a","features":{"amount":14,"country":"DE","new_device":true}}"#,
+        )
+        .expect("valid");
+        let key_de = murmur3_32(b"country\x1fDE", 0);
+        let key_nd = murmur3_32(b"new_device", 0);
+        let mut cross = key_de.to_le_bytes().to_vec();
+        cross.extend_from_slice(&key_nd.to_le_bytes());
+        assert_eq!(
+            out.x.idx,
+            vec![
+                GOLDEN_AMOUNT & 0x3FFFF,
+                GOLDEN_COUNTRY_DE & 0x3FFFF,
+                bucket(b"new_device", 18),
+                bucket(&cross, 18)
+            ]
+        );
+        // amount: (14 - 10) / 2 = 2.
+        assert_eq!(out.x.val, vec![2.0, 1.0, 1.0, 1.0]);
+    }
+
+    // Computed with Python mmh3 5.3.1: mmh3.hash(key, seed, signed=False).
+    const GOLDEN_AMOUNT: u32 = 0x499F_CB7A;
+    const GOLDEN_COUNTRY_DE: u32 = 0xB983_A5B3;
+    const GOLDEN_COUNTRY_MISSING: u32 = 0x9CCD_548C;
+    const GOLDEN_COUNTRY_DE_SEED7: u32 = 0xD47E_4F96;
+
+    #[test]
+    fn missing_and_clipping() {
+        let mut enc = Encoder::new(&cfg());
+        let out = encode(
+            &mut enc,
+            r#"{"id":"a","features":{"amount":1000,"new_device":null}}"#,
+        )
+        .expect("valid");
+        // amount clipped to 30 → (30-10)/2 = 10; country missing → its own bucket; bool null → 0.
+        assert_eq!(out.x.idx[0], GOLDEN_AMOUNT & 0x3FFFF);
+        assert_eq!(out.x.val[0], 10.0);
+        assert!(out.x.idx.contains(&(GOLDEN_COUNTRY_MISSING & 0x3FFFF)));
+        let out = encode(&mut enc, r#"{"id":"a","features":{}}"#).expect("valid");
+        // amount missing: mean imputation (0) + indicator; country missing bucket.
+        assert_eq!(
+            out.x.idx,
+            vec![
+                bucket(b"amount\x1f\x00", 18),
+                GOLDEN_COUNTRY_MISSING & 0x3FFFF
+            ]
+        );
+        assert_eq!(
+            enc.slot_name(
+                &Decoder::new(InputConfig::default(), LimitsConfig::default())
+                    .decode_event(br#"{"id":"a","features":{}}"#)
+                    .expect("ok"),
+                out.origin[1]
+            ),
+            "country=<missing>"
+        );
+    }
+
+    #[test]
+    fn declared_type_mismatch_is_refused() {
+        let mut enc = Encoder::new(&cfg());
+        for bad in [
+            r#"{"amount":"12"}"#,
+            r#"{"country":5}"#,
+            r#"{"new_device":1}"#,
+        ] {
+            let json = format!(r#"{{"id":"a","features":{bad}}}"#);
+            assert_eq!(
+                encode(&mut enc, &json).expect_err(bad).reason,
+                Reason::InvalidFeatureValue
+            );
+        }
+    }
+
+    #[test]
+    fn undeclared_policies() {
+        let json =
+            r#"{"id":"a","features":{"amount":1,"zzz":"q","flag":true,"n":3.5,"nothing":null}}"#;
+        let mut c = cfg();
+        c.undeclared = Undeclared::Reject;
+        assert_eq!(
+            encode(&mut Encoder::new(&c), json)
+                .expect_err("reject")
+                .reason,
+            Reason::UndeclaredFeature
+        );
+        c.undeclared = Undeclared::Ignore;
+        assert_eq!(
+            encode(&mut Encoder::new(&c), json).expect("ignore").ignored,
+            4
+        );
+        c.undeclared = Undeclared::Auto;
+        let out = encode(&mut Encoder::new(&c), json).expect("auto");
+        assert!(out.x.idx.contains(&bucket(b"zzz\x1fq", 18)));
+        assert!(out.x.idx.contains(&bucket(b"flag", 18)));
+        assert!(out.x.idx.contains(&bucket(b"nothing\x1f\x00", 18)));
+    }
+
+    #[test]
+    fn online_scaling_matches_closed_form() {
+        let mut c = FeaturesConfig {
+            hash_bits: 12,
+            ..FeaturesConfig::default()
+        };
+        c.numeric.insert(
+            "x".into(),
+            NumericFeature {
+                clip_z: 0.0,
+                ..NumericFeature::default()
+            },
+        );
+        let mut enc = Encoder::new(&c);
+        let xs = [3.0, 7.0, 1.0, 9.0, 5.0];
+        let mut last = 0.0f32;
+        for x in xs {
+            let out = encode(&mut enc, &format!(r#"{{"id":"a","features":{{"x":{x}}}}}"#))
+                .expect("valid");
+            last = out.x.val.first().copied().unwrap_or(0.0);
+        }
+        // After all five: mean 5, sample std sqrt(10); the last value 5 scales to 0.
+        assert_eq!(last, 0.0);
+        let s = enc.scaler_state().declared[0];
+        assert_eq!(s.mean, 5.0);
+        assert!((s.std() - 10f64.sqrt()).abs() < 1e-12);
+    }
+}

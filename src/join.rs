@@ -1,0 +1,495 @@
+//! Joining delayed labels to what was scored: the rules, independent of where entries live.
+//!
+//! State machine of one id (W = window, G = grace, wm = watermark = largest event time seen):
+//!
+//! ```text
+//!            event                 label (same)            wm > ts + 2(W+G)
+//!   (none) ────────► Pending ───────────────────► Joined ───────────────────► (gone)
+//!                      │ wm > ts + W + G                      wm > ts + 2(W+G)
+//!                      └────────────────────────► Expired ──────────────────► (gone)
+//! ```
+//! A label for a `Pending` id joins it; for `Joined` it is a `duplicate` (same label) or a
+//! `conflict` (different label, ignored); for `Expired` it is `late`; for an unknown id it waits
+//! in a bounded buffer (labels may overtake their event) until the watermark passes its
+//! deadline, then counts as `unknown`. Tombstones (`Joined`, `Expired`) live one more W+G so
+//! duplicates and late labels are recognized.
+//!
+//! Where slots are kept is a [`JoinBackend`]: memory here; the disk-backed store implements the
+//! same trait, so replay and the worker share these rules.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::JoinConfig;
+use crate::event::Label;
+use crate::features::SparseVec;
+
+/// What was scored for an event: everything the update and the metrics need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The feature vector exactly as scored.
+    pub x: SparseVec,
+    /// The probability that was emitted.
+    pub score: f64,
+    /// Version of the model that scored it.
+    pub model_version: u64,
+    /// Event time, epoch ms.
+    pub event_ts: i64,
+}
+
+/// The state of one id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Slot {
+    /// Scored, waiting for its label.
+    Pending(Entry),
+    /// Joined with `label`; kept to recognize duplicates.
+    Joined {
+        /// The label that was applied.
+        label: bool,
+        /// Event time, epoch ms.
+        event_ts: i64,
+    },
+    /// The window passed without a label.
+    Expired {
+        /// Event time, epoch ms.
+        event_ts: i64,
+    },
+}
+
+impl Slot {
+    /// Event time of the slot.
+    pub fn event_ts(&self) -> i64 {
+        match self {
+            Slot::Pending(e) => e.event_ts,
+            Slot::Joined { event_ts, .. } | Slot::Expired { event_ts } => *event_ts,
+        }
+    }
+}
+
+/// Storage of slots with an index by event time.
+pub trait JoinBackend {
+    /// The slot of `id`.
+    fn get(&mut self, id: &str) -> Option<Slot>;
+    /// Stores or replaces the slot of `id` (its event time never changes).
+    fn put(&mut self, id: &str, slot: Slot);
+    /// Removes `id`, whose event time is `event_ts`.
+    fn delete(&mut self, id: &str, event_ts: i64);
+    /// Ids with event time in (`after`, `until`], in (time, id) order.
+    fn scan(&mut self, after: i64, until: i64, out: &mut Vec<(i64, String)>);
+    /// Slots held (all states).
+    fn len(&self) -> usize;
+    /// True when empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Slots in memory: a hash map plus a sorted (time, id) index.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryBackend {
+    slots: HashMap<String, Slot>,
+    index: BTreeSet<(i64, String)>,
+}
+
+impl JoinBackend for MemoryBackend {
+    fn get(&mut self, id: &str) -> Option<Slot> {
+        self.slots.get(id).cloned()
+    }
+    fn put(&mut self, id: &str, slot: Slot) {
+        self.index.insert((slot.event_ts(), id.to_string()));
+        self.slots.insert(id.to_string(), slot);
+    }
+    fn delete(&mut self, id: &str, event_ts: i64) {
+        self.slots.remove(id);
+        self.index.remove(&(event_ts, id.to_string()));
+    }
+    fn scan(&mut self, after: i64, until: i64, out: &mut Vec<(i64, String)>) {
+        if until <= after {
+            return;
+        }
+        let start = (after.saturating_add(1), String::new());
+        out.extend(
+            self.index
+                .range(start..)
+                .take_while(|(t, _)| *t <= until)
+                .cloned(),
+        );
+    }
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+/// A label joined to its entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Joined {
+    /// The id.
+    pub id: String,
+    /// What was scored.
+    pub entry: Entry,
+    /// The label.
+    pub label: bool,
+    /// Example weight.
+    pub weight: f64,
+    /// Label time, if known.
+    pub label_ts: Option<i64>,
+}
+
+/// What happened to a label.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelOutcome {
+    /// Joined to its entry: learn from it.
+    Joined(Joined),
+    /// Its event has not been seen yet: waiting.
+    Waiting,
+    /// Same label again for a joined id: ignored.
+    Duplicate,
+    /// A different label for a joined id: ignored.
+    Conflict,
+    /// The entry's window had passed.
+    Late,
+}
+
+/// What happened to an event's entry on insert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertOutcome {
+    /// Stored, pending.
+    Stored,
+    /// A waiting label joined it at once.
+    Joined(Joined),
+    /// The id is already known: the first entry is kept.
+    DuplicateId,
+    /// Older than the window already: nothing will join it.
+    TooOld,
+}
+
+/// An entry whose window passed, returned so the caller can learn an implicit label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expired {
+    /// The id.
+    pub id: String,
+    /// What was scored.
+    pub entry: Entry,
+}
+
+/// Events of a sweep that the caller counts.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Swept {
+    /// Entries that expired.
+    pub expired: Vec<Expired>,
+    /// Waiting labels that gave up (counted `unknown`).
+    pub unknown_labels: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct WaitingLabel {
+    label: bool,
+    weight: f64,
+    ts: Option<i64>,
+}
+
+/// The join rules over a backend. Owns the watermark and the waiting-label buffer.
+#[derive(Debug)]
+pub struct Joiner<B> {
+    window_ms: i64,
+    wait_ms: i64,
+    max_waiting: usize,
+    backend: B,
+    state: JoinerState,
+    scan_buf: Vec<(i64, String)>,
+}
+
+/// The joiner's own state (besides the backend), for checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JoinerState {
+    /// Largest event time seen.
+    pub watermark: Option<i64>,
+    /// Entries with event time ≤ this are expired.
+    pub expired_upto: i64,
+    /// Tombstones with event time ≤ this are gone.
+    pub purged_upto: i64,
+    waiting: HashMap<String, WaitingLabel>,
+    /// (deadline, id), oldest first.
+    waiting_order: VecDeque<(i64, String)>,
+}
+
+impl<B: JoinBackend> Joiner<B> {
+    /// Rules from the config over `backend`.
+    pub fn new(cfg: &JoinConfig, backend: B) -> Self {
+        Self {
+            window_ms: cfg
+                .window
+                .as_millis_i64()
+                .saturating_add(cfg.grace.as_millis_i64()),
+            wait_ms: cfg.label_wait.as_millis_i64(),
+            max_waiting: cfg.max_waiting_labels,
+            backend,
+            state: JoinerState {
+                expired_upto: i64::MIN,
+                purged_upto: i64::MIN,
+                ..JoinerState::default()
+            },
+            scan_buf: Vec::new(),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The backend, mutably (for checkpoints).
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// The joiner state, for checkpoints.
+    pub fn state(&self) -> &JoinerState {
+        &self.state
+    }
+
+    /// Restores joiner state from a checkpoint.
+    pub fn restore_state(&mut self, s: JoinerState) {
+        self.state = s;
+    }
+
+    /// Labels waiting for their event.
+    pub fn waiting_labels(&self) -> usize {
+        self.state.waiting.len()
+    }
+
+    /// Remembers what was scored for `id`; joins a waiting label at once if there is one.
+    pub fn insert(&mut self, id: &str, entry: Entry) -> InsertOutcome {
+        let ts = entry.event_ts;
+        if self.backend.get(id).is_some() {
+            return InsertOutcome::DuplicateId;
+        }
+        let waiting = self.state.waiting.remove(id);
+        if let Some(w) = waiting {
+            self.backend.put(
+                id,
+                Slot::Joined {
+                    label: w.label,
+                    event_ts: ts,
+                },
+            );
+            return InsertOutcome::Joined(Joined {
+                id: id.to_string(),
+                entry,
+                label: w.label,
+                weight: w.weight,
+                label_ts: w.ts,
+            });
+        }
+        if ts <= self.state.expired_upto {
+            return InsertOutcome::TooOld;
+        }
+        self.backend.put(id, Slot::Pending(entry));
+        InsertOutcome::Stored
+    }
+
+    /// Applies a label.
+    pub fn label(&mut self, label: Label) -> LabelOutcome {
+        match self.backend.get(&label.id) {
+            Some(Slot::Pending(entry)) => {
+                self.backend.put(
+                    &label.id,
+                    Slot::Joined {
+                        label: label.label,
+                        event_ts: entry.event_ts,
+                    },
+                );
+                LabelOutcome::Joined(Joined {
+                    id: label.id,
+                    entry,
+                    label: label.label,
+                    weight: label.weight,
+                    label_ts: label.ts,
+                })
+            }
+            Some(Slot::Joined { label: l, .. }) if l == label.label => LabelOutcome::Duplicate,
+            Some(Slot::Joined { .. }) => LabelOutcome::Conflict,
+            Some(Slot::Expired { .. }) => LabelOutcome::Late,
+            None => match self.state.waiting.get(&label.id) {
+                Some(w) if w.label == label.label => LabelOutcome::Duplicate,
+                Some(_) => LabelOutcome::Conflict,
+                None => {
+                    let base = self
+                        .state
+                        .watermark
+                        .unwrap_or(i64::MIN)
+                        .max(label.ts.unwrap_or(i64::MIN));
+                    let deadline = if base == i64::MIN {
+                        i64::MIN
+                    } else {
+                        base.saturating_add(self.wait_ms)
+                    };
+                    self.state
+                        .waiting_order
+                        .push_back((deadline, label.id.clone()));
+                    self.state.waiting.insert(
+                        label.id,
+                        WaitingLabel {
+                            label: label.label,
+                            weight: label.weight,
+                            ts: label.ts,
+                        },
+                    );
+                    LabelOutcome::Waiting
+                }
+            },
+        }
+    }
+
+    /// Moves the watermark to `ts` (if later) and sweeps: expires entries, purges tombstones,
+    /// and gives up on waiting labels past their deadline or over capacity.
+    pub fn advance(&mut self, ts: i64, out: &mut Swept) {
+        let wm = self.state.watermark.map_or(ts, |w| w.max(ts));
+        self.state.watermark = Some(wm);
+        // An entry expires once wm > ts + W + G, i.e. ts < wm − (W + G).
+        let expire_until = wm.saturating_sub(self.window_ms).saturating_sub(1);
+        if expire_until > self.state.expired_upto {
+            let mut buf = std::mem::take(&mut self.scan_buf);
+            buf.clear();
+            self.backend
+                .scan(self.state.expired_upto, expire_until, &mut buf);
+            for (t, id) in buf.drain(..) {
+                if let Some(Slot::Pending(entry)) = self.backend.get(&id) {
+                    self.backend.put(&id, Slot::Expired { event_ts: t });
+                    out.expired.push(Expired { id, entry });
+                }
+            }
+            self.state.expired_upto = expire_until;
+            let purge_until = expire_until.saturating_sub(self.window_ms);
+            if purge_until > self.state.purged_upto {
+                self.backend
+                    .scan(self.state.purged_upto, purge_until, &mut buf);
+                for (t, id) in buf.drain(..) {
+                    self.backend.delete(&id, t);
+                }
+                self.state.purged_upto = purge_until;
+            }
+            self.scan_buf = buf;
+        }
+        let st = &mut self.state;
+        while let Some((deadline, id)) = st.waiting_order.front() {
+            let over = st.waiting_order.len() > self.max_waiting;
+            // A label that arrived before any event (deadline MIN) waits for the first watermark.
+            let due = *deadline != i64::MIN && *deadline < wm;
+            if !(over || due || !st.waiting.contains_key(id)) {
+                break;
+            }
+            if st.waiting.remove(id).is_some() {
+                out.unknown_labels += 1;
+            }
+            st.waiting_order.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duration::HumanDuration;
+
+    fn cfg() -> JoinConfig {
+        JoinConfig {
+            window: HumanDuration::from_millis(100),
+            grace: HumanDuration::from_millis(10),
+            label_wait: HumanDuration::from_millis(50),
+            max_waiting_labels: 3,
+            ..JoinConfig::default()
+        }
+    }
+
+    fn entry(ts: i64) -> Entry {
+        Entry {
+            x: SparseVec {
+                idx: vec![1],
+                val: vec![0.5],
+            },
+            score: 0.25,
+            model_version: 1,
+            event_ts: ts,
+        }
+    }
+
+    fn label(id: &str, y: bool, ts: i64) -> Label {
+        Label {
+            id: id.into(),
+            label: y,
+            ts: Some(ts),
+            weight: 1.0,
+        }
+    }
+
+    fn is_joined(o: &LabelOutcome) -> bool {
+        matches!(o, LabelOutcome::Joined(_))
+    }
+
+    /// One row per outcome: a sequence of steps and what the last one must produce.
+    #[test]
+    fn outcome_table() {
+        let mut j = Joiner::new(&cfg(), MemoryBackend::default());
+        let mut sw = Swept::default();
+        // joined
+        assert_eq!(j.insert("a", entry(1000)), InsertOutcome::Stored);
+        j.advance(1000, &mut sw);
+        assert!(is_joined(&j.label(label("a", true, 1005))));
+        // duplicate (same label), conflict (other label)
+        assert_eq!(j.label(label("a", true, 1006)), LabelOutcome::Duplicate);
+        assert_eq!(j.label(label("a", false, 1007)), LabelOutcome::Conflict);
+        // out of order: label first, then its event joins it at once
+        assert_eq!(j.label(label("b", false, 1010)), LabelOutcome::Waiting);
+        assert!(matches!(
+            j.insert("b", entry(1012)),
+            InsertOutcome::Joined(Joined { label: false, .. })
+        ));
+        // duplicate event id keeps the first entry
+        assert_eq!(j.insert("b", entry(1013)), InsertOutcome::DuplicateId);
+        // expired: window 100 + grace 10 passes for "c" (ts 1020) once wm > 1130
+        assert_eq!(j.insert("c", entry(1020)), InsertOutcome::Stored);
+        j.advance(1130, &mut sw);
+        assert!(sw.expired.is_empty());
+        j.advance(1131, &mut sw);
+        assert_eq!(
+            sw.expired.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            vec!["c"]
+        );
+        // late: label for the expired entry
+        assert_eq!(j.label(label("c", true, 1131)), LabelOutcome::Late);
+        // too old: an event already beyond the window when it arrives
+        assert_eq!(j.insert("d", entry(1000)), InsertOutcome::TooOld);
+        // unknown: a waiting label whose deadline (wm at arrival + 50) passes
+        assert_eq!(j.label(label("zz", true, 1131)), LabelOutcome::Waiting);
+        let mut sw = Swept::default();
+        j.advance(1181, &mut sw);
+        assert_eq!(sw.unknown_labels, 0);
+        j.advance(1182, &mut sw);
+        assert_eq!(sw.unknown_labels, 1);
+        // tombstones are purged after another W+G: "a" (ts 1000) is gone once wm > 1220
+        j.advance(1300, &mut sw);
+        assert!(j.backend_mut().get("a").is_none());
+        assert_eq!(j.label(label("a", true, 1300)), LabelOutcome::Waiting);
+    }
+
+    #[test]
+    fn waiting_buffer_is_bounded() {
+        let mut j = Joiner::new(&cfg(), MemoryBackend::default());
+        let mut sw = Swept::default();
+        j.advance(0, &mut sw);
+        for i in 0..5 {
+            assert_eq!(
+                j.label(label(&format!("w{i}"), true, 0)),
+                LabelOutcome::Waiting
+            );
+        }
+        j.advance(0, &mut sw);
+        assert_eq!(sw.unknown_labels, 2);
+        assert_eq!(j.waiting_labels(), 3);
+        // The oldest two were evicted; w2 is still waiting and joins.
+        assert!(matches!(j.insert("w2", entry(1)), InsertOutcome::Joined(_)));
+        assert_eq!(j.insert("w0", entry(1)), InsertOutcome::Stored);
+    }
+}

@@ -1,0 +1,33 @@
+//! streamlr: a Kafka worker that scores events with online logistic regression and learns from
+//! delayed labels.
+//!
+//! Module map (the pure learning core first, I/O at the edges):
+//! - [`config`]   — configuration: defaults < file < environment, validated into checked types.
+//! - [`duration`] — human durations ("30s", "7d") used by the config.
+//! - [`event`]    — wire types (event, label, prediction) and strict, typed decoding.
+//! - [`hash`]     — MurmurHash3 x86_32, the fixed hash behind categorical features.
+//! - [`features`] — the declared schema: numeric scaling/clipping, hashing, crosses, missing values.
+//! - [`model`]    — logistic regression: stable sigmoid and log loss, scoring, contributions.
+//! - [`optim`]    — SGD, AdaGrad and FTRL-Proximal updates with L1/L2, class weights, clipping.
+//! - [`metrics`]  — progressive (prequential) quality: log loss, AUC, calibration, Brier, rates.
+//! - [`join`]     — what was scored, waiting for its label: join outcomes and the store interface.
+//! - [`engine`]   — the learner that owns the state and applies events and labels in order.
+//! - [`snapshot`] — versioned, checksummed serialization of model, optimizer and scaler state.
+//! - [`simulate`] — a deterministic generator of fraud-like traffic with a known ground truth.
+//! - [`replay`]   — runs the engine over JSONL files exactly as the worker runs it live.
+//! - [`cli`]      — command-line interface.
+
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod engine;
+pub mod event;
+pub mod features;
+pub mod hash;
+pub mod join;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod replay;
+pub mod simulate;
+pub mod snapshot;

@@ -1,0 +1,277 @@
+//! Versioned, checksummed serialization of the learner state (model, optimizer, scaler,
+//! metrics, counters).
+//!
+//! Layout: `b"STRMLRSN"` · format version (u16 LE) · CRC-32 of the payload (u32 LE) · payload
+//! length (u64 LE) · payload (postcard). The payload records the schema digest, hash seed and
+//! hash bits; a snapshot is refused for a different schema. Weights and optimizer state are
+//! stored sparsely (only entries whose bits are not all zero), and f64 values as their exact
+//! bits, so a round trip is bit-exact.
+
+use ndarray::Array1;
+use serde::{Deserialize, Serialize};
+
+use crate::config::OptimizerKind;
+use crate::engine::{Counters, LearnerState};
+use crate::features::ScalerState;
+use crate::metrics::Progressive;
+use crate::model::Model;
+use crate::optim::Optimizer;
+
+const MAGIC: &[u8; 8] = b"STRMLRSN";
+/// Current snapshot format version.
+pub const FORMAT_VERSION: u16 = 1;
+const HEADER: usize = 8 + 2 + 4 + 8;
+
+/// Why a snapshot could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    /// Not a snapshot, or truncated.
+    #[error("not a streamlr snapshot or truncated ({0})")]
+    Malformed(&'static str),
+    /// Written by a newer or unknown format.
+    #[error("snapshot format {0} is not supported (this build reads {FORMAT_VERSION})")]
+    Version(u16),
+    /// The checksum does not match: the file is corrupt or was altered.
+    #[error("checksum mismatch: the snapshot is corrupt or was altered")]
+    Checksum,
+    /// The payload could not be decoded.
+    #[error("snapshot payload does not decode: {0}")]
+    Payload(String),
+    /// Trained on another feature schema.
+    #[error("snapshot schema {found} does not match the configured schema {expected}")]
+    Schema {
+        /// Digest in the snapshot.
+        found: String,
+        /// Digest of the configuration.
+        expected: String,
+    },
+}
+
+/// A vector stored as (index, bits) pairs for its non-zero-bit entries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SparseF64 {
+    len: u32,
+    idx: Vec<u32>,
+    bits: Vec<u64>,
+}
+
+impl SparseF64 {
+    fn from_slice(v: &[f64]) -> Self {
+        let (mut idx, mut bits) = (Vec::new(), Vec::new());
+        for (i, x) in v.iter().enumerate() {
+            if x.to_bits() != 0 {
+                idx.push(i as u32);
+                bits.push(x.to_bits());
+            }
+        }
+        Self {
+            len: v.len() as u32,
+            idx,
+            bits,
+        }
+    }
+
+    fn to_vec(&self) -> Result<Vec<f64>, SnapshotError> {
+        let mut v = vec![0.0; self.len as usize];
+        for (&i, &b) in self.idx.iter().zip(&self.bits) {
+            *v.get_mut(i as usize)
+                .ok_or(SnapshotError::Malformed("index out of range"))? = f64::from_bits(b);
+        }
+        Ok(v)
+    }
+}
+
+/// Identity of the schema a snapshot was trained with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaId {
+    /// [`crate::config::Config::schema_digest`].
+    pub digest: String,
+    /// Hash seed.
+    pub hash_seed: u32,
+    /// Hash bits.
+    pub hash_bits: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Payload {
+    schema: SchemaId,
+    version: u64,
+    weights: SparseF64,
+    kind: OptimizerKind,
+    t: u64,
+    acc: SparseF64,
+    z: SparseF64,
+    scaler: ScalerState,
+    quality: Progressive,
+    counters: Counters,
+}
+
+/// Serializes the learner state.
+pub fn encode(schema: &SchemaId, s: &LearnerState) -> Vec<u8> {
+    let payload = Payload {
+        schema: schema.clone(),
+        version: s.version,
+        weights: SparseF64::from_slice(s.model.w.as_slice().unwrap_or(&[])),
+        kind: s.optim.kind,
+        t: s.optim.t,
+        acc: SparseF64::from_slice(&s.optim.acc),
+        z: SparseF64::from_slice(&s.optim.z),
+        scaler: s.scaler.clone(),
+        quality: s.quality.clone(),
+        counters: s.counters.clone(),
+    };
+    let body = postcard::to_stdvec(&payload).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads a snapshot, checking magic, format, checksum and (if `expected` is given) schema.
+pub fn decode(
+    bytes: &[u8],
+    expected: Option<&SchemaId>,
+) -> Result<(SchemaId, LearnerState), SnapshotError> {
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(SnapshotError::Malformed("bad header"));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::Version(version));
+    }
+    let crc = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
+    let mut len8 = [0u8; 8];
+    len8.copy_from_slice(&bytes[14..22]);
+    let len = u64::from_le_bytes(len8);
+    let body = &bytes[HEADER..];
+    if body.len() as u64 != len {
+        return Err(SnapshotError::Malformed("length mismatch"));
+    }
+    if crc32fast::hash(body) != crc {
+        return Err(SnapshotError::Checksum);
+    }
+    let p: Payload =
+        postcard::from_bytes(body).map_err(|e| SnapshotError::Payload(e.to_string()))?;
+    if let Some(exp) = expected {
+        if *exp != p.schema {
+            return Err(SnapshotError::Schema {
+                found: p.schema.digest.clone(),
+                expected: exp.digest.clone(),
+            });
+        }
+    }
+    let w = p.weights.to_vec()?;
+    let expected_len = match p.kind {
+        OptimizerKind::Sgd => 0,
+        _ => w.len(),
+    };
+    let acc = p.acc.to_vec()?;
+    let z = p.z.to_vec()?;
+    if acc.len() != expected_len || (p.kind == OptimizerKind::Ftrl && z.len() != w.len()) {
+        return Err(SnapshotError::Malformed("optimizer state size"));
+    }
+    let mut optim = Optimizer::new(p.kind, w.len().saturating_sub(1));
+    optim.t = p.t;
+    optim.acc = acc;
+    optim.z = z;
+    let state = LearnerState {
+        version: p.version,
+        model: Model { w: Array1::from(w) },
+        optim,
+        scaler: p.scaler,
+        quality: p.quality,
+        counters: p.counters,
+    };
+    Ok((p.schema, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::Engine;
+    use crate::join::MemoryBackend;
+    use proptest::prelude::*;
+
+    fn schema(c: &Config) -> SchemaId {
+        SchemaId {
+            digest: c.schema_digest(),
+            hash_seed: c.features.hash_seed,
+            hash_bits: c.features.hash_bits,
+        }
+    }
+
+    fn trained(
+        kind: OptimizerKind,
+        events: &[(String, f64, bool)],
+    ) -> (Config, Engine<MemoryBackend>) {
+        let mut c = Config::default();
+        c.features.hash_bits = 12;
+        c.model.optimizer = kind;
+        let mut e = Engine::new(c.clone(), MemoryBackend::default());
+        for (i, (cat, x, y)) in events.iter().enumerate() {
+            let ev =
+                serde_json::json!({"id": i.to_string(), "ts": i, "features": {"c": cat, "x": x}});
+            let _ = e.on_event(ev.to_string().as_bytes(), 0, 0);
+            let l = serde_json::json!({"id": i.to_string(), "label": y});
+            let _ = e.on_label(l.to_string().as_bytes());
+        }
+        (c, e)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn round_trip_is_bit_exact(
+            events in prop::collection::vec(("[a-e]", -1e6f64..1e6, any::<bool>()), 0..60),
+            kind in prop::sample::select(vec![OptimizerKind::Sgd, OptimizerKind::Adagrad, OptimizerKind::Ftrl]),
+        ) {
+            let (c, e) = trained(kind, &events);
+            let s = e.learner_state();
+            let bytes = encode(&schema(&c), &s);
+            let (_, back) = decode(&bytes, Some(&schema(&c))).expect("decodes");
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(back.model.w.as_slice().unwrap_or(&[])), bits(s.model.w.as_slice().unwrap_or(&[])));
+            prop_assert_eq!(bits(&back.optim.acc), bits(&s.optim.acc));
+            prop_assert_eq!(bits(&back.optim.z), bits(&s.optim.z));
+            prop_assert_eq!(&back, &s);
+            prop_assert_eq!(encode(&schema(&c), &back), bytes);
+        }
+    }
+
+    #[test]
+    fn corruption_and_schema_changes_are_refused() {
+        let (c, e) = trained(
+            OptimizerKind::Ftrl,
+            &[("a".into(), 1.0, true), ("b".into(), 2.0, false)],
+        );
+        let bytes = encode(&schema(&c), &e.learner_state());
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(decode(&bad, None).map(|_| ()), Err(SnapshotError::Checksum));
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 3], None),
+            Err(SnapshotError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(b"nope", None),
+            Err(SnapshotError::Malformed(_))
+        ));
+        let mut other = schema(&c);
+        other.hash_seed = 9;
+        assert!(matches!(
+            decode(&bytes, Some(&other)),
+            Err(SnapshotError::Schema { .. })
+        ));
+        let mut v2 = bytes.clone();
+        v2[8] = 2;
+        assert_eq!(
+            decode(&v2, None).map(|_| ()),
+            Err(SnapshotError::Version(2))
+        );
+    }
+}
