@@ -1,1 +1,143 @@
-fn main() {}
+//! Core costs per event (criterion):
+//! - `score_update`: score + FTRL/AdaGrad/SGD update of a 30-slot vector (20 numeric + 10 hashed
+//!   categorical features) in a 2^20-bucket model;
+//! - `decode_encode_score`: JSON bytes → decoded event → feature vector → score;
+//! - `snapshot`: serialize the learner state.
+//!
+//! Run: `cargo bench --bench core`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use streamlr::config::{Config, InputConfig, LimitsConfig, ModelConfig, OptimizerKind};
+use streamlr::event::Decoder;
+use streamlr::features::{Encoded, Encoder, SparseVec};
+use streamlr::model::Model;
+use streamlr::optim::Optimizer;
+use streamlr::simulate::Rng;
+
+/// Feature vectors shaped like real traffic: 20 numeric features at fixed buckets (one per
+/// name) and 10 categorical features of 1000 values each (Zipf-distributed), hashed with the
+/// encoder's hash.
+fn vectors(n: usize, dim: u32, rng: &mut Rng) -> Vec<(SparseVec, bool)> {
+    let bucket = |key: &str| streamlr::hash::murmur3_32(key.as_bytes(), 0) & (dim - 1);
+    (0..n)
+        .map(|_| {
+            let mut x = SparseVec::default();
+            for f in 0..20 {
+                x.idx.push(bucket(&format!("num_{f}")));
+                x.val.push(rng.normal() as f32);
+            }
+            for f in 0..10 {
+                x.idx
+                    .push(bucket(&format!("cat_{f}\u{1f}v{}", rng.zipf(1000, 1.1))));
+                x.val.push(1.0);
+            }
+            (x, rng.uniform() < 0.05)
+        })
+        .collect()
+}
+
+fn score_update(c: &mut Criterion) {
+    let dim = 1u32 << 20;
+    let mut rng = Rng::new(1);
+    let data = vectors(4096, dim, &mut rng);
+    for kind in [
+        OptimizerKind::Ftrl,
+        OptimizerKind::Adagrad,
+        OptimizerKind::Sgd,
+    ] {
+        let cfg = ModelConfig {
+            optimizer: kind,
+            ..ModelConfig::default()
+        };
+        let mut model = Model::new(dim as usize);
+        let mut opt = Optimizer::new(kind, dim as usize);
+        let mut i = 0;
+        c.bench_function(&format!("score_update/{kind:?}"), |b| {
+            b.iter(|| {
+                let (x, y) = &data[i % data.len()];
+                i += 1;
+                black_box(model.score(x));
+                black_box(opt.step(&cfg, &mut model, x, *y, 1.0).ok());
+            })
+        });
+    }
+}
+
+fn event_lines(n: u64) -> Vec<String> {
+    let cfg = streamlr::simulate::SimConfig {
+        count: n,
+        ..Default::default()
+    };
+    let mut sim = streamlr::simulate::Simulator::new(cfg);
+    let mut out = Vec::new();
+    while let Some(r) = sim.next_record() {
+        if let streamlr::simulate::Record::Event { line, .. } = r {
+            out.push(line);
+        }
+    }
+    out
+}
+
+/// A 30-feature event: 20 numeric, 10 categorical.
+fn wide_lines(n: usize, rng: &mut Rng) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let mut s = format!(
+                r#"{{"id":"tx-{i}","ts":{},"features":{{"#,
+                1_700_000_000_000u64 + i as u64
+            );
+            for f in 0..20 {
+                s.push_str(&format!(r#""num_{f}":{:.3},"#, rng.normal() * 100.0));
+            }
+            for f in 0..10 {
+                s.push_str(&format!(r#""cat_{f}":"v{}","#, rng.zipf(1000, 1.1)));
+            }
+            s.pop();
+            s.push_str("}}");
+            s
+        })
+        .collect()
+}
+
+fn decode_encode_score(c: &mut Criterion) {
+    let cfg = Config::default();
+    let decoder = Decoder::new(InputConfig::default(), LimitsConfig::default());
+    let mut rng = Rng::new(2);
+    for (name, lines) in [
+        ("simulated_10_features", event_lines(4096)),
+        ("wide_30_features", wide_lines(4096, &mut rng)),
+    ] {
+        let mut encoder = Encoder::new(&cfg.features);
+        let model = Model::new(encoder.dim());
+        let mut enc = Encoded::default();
+        let mut i = 0;
+        c.bench_function(&format!("decode_encode_score/{name}"), |b| {
+            b.iter(|| {
+                let line = &lines[i % lines.len()];
+                i += 1;
+                let ev = decoder.decode_event(line.as_bytes()).ok();
+                if let Some(ev) = ev {
+                    let _ = encoder.encode(&ev, &mut enc);
+                    black_box(model.score(&enc.x));
+                }
+            })
+        });
+        let mut i = 0;
+        c.bench_function(&format!("decode/{name}"), |b| {
+            b.iter(|| {
+                let line = &lines[i % lines.len()];
+                i += 1;
+                black_box(decoder.decode_event(line.as_bytes()).ok());
+            })
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3)).warm_up_time(std::time::Duration::from_secs(1));
+    targets = score_update, decode_encode_score
+}
+criterion_main!(benches);

@@ -946,7 +946,11 @@ mod tests {
         fn walk(d: &toml::Value, f: Option<&toml::Value>, at: &str, missing: &mut Vec<String>) {
             if let toml::Value::Table(t) = d {
                 for (k, v) in t {
-                    let key = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                    let key = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
                     let sub = f.and_then(|f| f.get(k));
                     if sub.is_none() {
                         missing.push(key.clone());
@@ -956,7 +960,10 @@ mod tests {
             }
         }
         walk(&defaults, Some(&toml::Value::Table(file)), "", &mut missing);
-        assert!(missing.is_empty(), "keys missing from configs/streamlr.toml: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "keys missing from configs/streamlr.toml: {missing:?}"
+        );
     }
 
     #[test]

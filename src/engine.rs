@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, OnExpiry};
 use crate::event::{Contribution, DecodeError, Decoder, Label, Prediction, RawEvent, Reason};
-use crate::features::{Encoded, Encoder};
+use crate::features::{Encoded, Encoder, SparseVec};
 use crate::join::{Entry, InsertOutcome, JoinBackend, Joined, Joiner, LabelOutcome, Swept};
 use crate::metrics::Progressive;
 use crate::model::Model;
@@ -114,6 +114,59 @@ fn reason_index(r: Reason) -> usize {
     Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
 }
 
+/// An event turned into its feature vector, ready to be scored (possibly on another thread).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedEvent {
+    /// The id.
+    pub id: String,
+    /// Event time (the record's, or the fallback).
+    pub ts: i64,
+    /// The feature vector.
+    pub x: SparseVec,
+    /// Undeclared features skipped.
+    pub ignored: u32,
+    /// A name per slot, when the caller asked for them (to name contributions).
+    pub names: Vec<String>,
+}
+
+/// Encodes a decoded event with `encoder` (whose scaling statistics it updates) into an owned
+/// [`EncodedEvent`]; `buf` is scratch space.
+pub fn encode_event(
+    encoder: &mut Encoder,
+    ev: &RawEvent<'_>,
+    fallback_ts: i64,
+    buf: &mut Encoded,
+    with_names: bool,
+) -> Result<EncodedEvent, DecodeError> {
+    encoder.encode(ev, buf)?;
+    let names = if with_names {
+        buf.origin
+            .iter()
+            .map(|o| encoder.slot_name(ev, *o))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(EncodedEvent {
+        id: ev.id.to_string(),
+        ts: ev.ts.unwrap_or(fallback_ts),
+        x: buf.x.clone(),
+        ignored: buf.ignored,
+        names,
+    })
+}
+
+/// The result of scoring one event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    /// Probability of the positive class.
+    pub score: f64,
+    /// Event time used (the record's, or the fallback).
+    pub event_ts: i64,
+    /// Version of the model that scored it.
+    pub model_version: u64,
+}
+
 /// What became of a label record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LabelResult {
@@ -154,6 +207,7 @@ pub struct Engine<B> {
     counters: Counters,
     enc: Encoded,
     top: Vec<(usize, f64)>,
+    contributions: bool,
     swept: Swept,
 }
 
@@ -174,6 +228,7 @@ impl<B: JoinBackend> Engine<B> {
             encoder,
             enc: Encoded::default(),
             top: Vec::new(),
+            contributions: true,
             swept: Swept::default(),
             cfg,
         }
@@ -215,49 +270,117 @@ impl<B: JoinBackend> Engine<B> {
         fallback_ts: i64,
         now_ms: i64,
     ) -> Result<Prediction, DecodeError> {
+        let s = self.score_only(ev, fallback_ts)?;
+        Ok(self.prediction(ev, &s, now_ms))
+    }
+
+    /// Like [`Self::score`], without building the prediction record: for callers that do not
+    /// emit it (replay without `--predictions`). The learned state is the same.
+    pub fn score_only(
+        &mut self,
+        ev: &RawEvent<'_>,
+        fallback_ts: i64,
+    ) -> Result<Scored, DecodeError> {
         if let Err(e) = self.encoder.encode(ev, &mut self.enc) {
             self.counters.invalid_event(e.reason);
             return Err(e);
         }
-        self.counters.features_ignored += u64::from(self.enc.ignored);
         let ts = ev.ts.unwrap_or(fallback_ts);
-        let score = self.model.score(&self.enc.x);
-        self.model
-            .top_contributions(&self.enc.x, self.cfg.model.top_contributions, &mut self.top);
-        let contributions = self
-            .top
-            .iter()
-            .map(|&(pos, value)| Contribution {
-                feature: self.encoder.slot_name(ev, self.enc.origin[pos]),
-                value,
-            })
-            .collect();
-        let threshold = self.cfg.model.threshold;
-        let prediction = Prediction {
-            id: ev.id.to_string(),
+        let x = self.enc.x.clone();
+        Ok(self.apply(&ev.id, ts, x, self.enc.ignored))
+    }
+
+    /// Scores an event that was encoded elsewhere (by [`encode_event`] on another thread, with
+    /// an encoder that has seen the same events in the same order).
+    pub fn apply_encoded(&mut self, e: EncodedEvent) -> Scored {
+        self.apply(&e.id, e.ts, e.x, e.ignored)
+    }
+
+    /// Counts an event refused by an encoder on another thread.
+    pub fn count_rejected(&mut self, reason: Reason) {
+        self.counters.invalid_event(reason);
+    }
+
+    fn apply(&mut self, id: &str, ts: i64, x: SparseVec, ignored: u32) -> Scored {
+        self.counters.features_ignored += u64::from(ignored);
+        let score = self.model.score(&x);
+        // Contributions under the weights that scored the event, before anything is learned.
+        let k = if self.contributions {
+            self.cfg.model.top_contributions
+        } else {
+            0
+        };
+        self.model.top_contributions(&x, k, &mut self.top);
+        let scored = Scored {
             score,
-            decision: score >= threshold,
-            threshold,
-            model_version: self.version,
             event_ts: ts,
-            scored_at: now_ms,
-            contributions,
+            model_version: self.version,
         };
         self.counters.events_scored += 1;
         let entry = Entry {
-            x: self.enc.x.clone(),
+            x,
             score,
             model_version: self.version,
             event_ts: ts,
         };
-        match self.joiner.insert(&prediction.id, entry) {
+        match self.joiner.insert(id, entry) {
             InsertOutcome::Stored => {}
             InsertOutcome::Joined(j) => self.learn(j, LabelCount::Joined),
             InsertOutcome::DuplicateId => self.counters.events_duplicate_id += 1,
             InsertOutcome::TooOld => self.counters.events_too_old += 1,
         }
         self.advance(ts);
-        Ok(prediction)
+        scored
+    }
+
+    /// The prediction record for the event just scored by [`Self::score_only`], with its top
+    /// contributions under the weights that scored it. Call before scoring the next event.
+    pub fn prediction(&self, ev: &RawEvent<'_>, s: &Scored, now_ms: i64) -> Prediction {
+        self.prediction_with(&ev.id, s, now_ms, |pos| {
+            self.encoder.slot_name(ev, self.enc.origin[pos])
+        })
+    }
+
+    /// The prediction record for the event just applied by [`Self::apply_encoded`], naming its
+    /// contributions from `names` (one per slot).
+    pub fn prediction_named(
+        &self,
+        id: &str,
+        s: &Scored,
+        now_ms: i64,
+        names: &[String],
+    ) -> Prediction {
+        self.prediction_with(id, s, now_ms, |pos| {
+            names.get(pos).cloned().unwrap_or_default()
+        })
+    }
+
+    fn prediction_with(
+        &self,
+        id: &str,
+        s: &Scored,
+        now_ms: i64,
+        name: impl Fn(usize) -> String,
+    ) -> Prediction {
+        let contributions = self
+            .top
+            .iter()
+            .map(|&(pos, value)| Contribution {
+                feature: name(pos),
+                value,
+            })
+            .collect();
+        let threshold = self.cfg.model.threshold;
+        Prediction {
+            id: id.to_string(),
+            score: s.score,
+            decision: s.score >= threshold,
+            threshold,
+            model_version: s.model_version,
+            event_ts: s.event_ts,
+            scored_at: now_ms,
+            contributions,
+        }
     }
 
     /// Decodes a label message (no state change; pair with [`Self::apply_label`] or
@@ -404,5 +527,21 @@ impl<B: JoinBackend> Engine<B> {
     /// The feature encoder.
     pub fn encoder(&self) -> &Encoder {
         &self.encoder
+    }
+
+    /// Whether predictions will be built (and so need their top contributions). Replay turns it
+    /// off when it writes no predictions; the learned model is the same either way.
+    pub fn set_contributions(&mut self, on: bool) {
+        self.contributions = on;
+    }
+
+    /// The decoder.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// Replaces the scaling statistics (after encoding happened on another thread).
+    pub fn restore_scaler(&mut self, s: &crate::features::ScalerState) {
+        self.encoder.restore_scaler(s);
     }
 }

@@ -378,15 +378,15 @@ impl Scalar<'_> {
     }
 }
 
-fn id_from<E: de::Error>(
-    s: Scalar<'_>,
+fn id_from<'de, E: de::Error>(
+    s: Scalar<'de>,
     field: &str,
     limits: &LimitsConfig,
     cell: &Cell<Option<Reason>>,
-) -> Result<String, E> {
+) -> Result<Cow<'de, str>, E> {
     let id = match s {
-        Scalar::Str(s) => s.into_owned(),
-        Scalar::Int(i) => i.to_string(),
+        Scalar::Str(s) => s,
+        Scalar::Int(i) => Cow::Owned(i.to_string()),
         other => {
             return Err(fail(
                 cell,
@@ -532,7 +532,7 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
         let input = &self.d.input;
         let limits = &self.d.limits;
         let cell = self.reason;
-        let mut id: Option<String> = None;
+        let mut id: Option<Cow<'de, str>> = None;
         let mut ts: Option<Option<i64>> = None;
         let mut features = Vec::new();
         let mut saw_features = false;
@@ -601,7 +601,7 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
             ));
         }
         Ok(RawEvent {
-            id: Cow::Owned(id),
+            id,
             ts: ts.flatten(),
             features,
         })
@@ -789,7 +789,7 @@ impl<'de> Visitor<'de> for LabelSeed<'_> {
             }
             let v = map.next_value::<Scalar<'de>>()?;
             match slot {
-                0 => id = Some(id_from(v, &key, &self.d.limits, cell)?),
+                0 => id = Some(id_from(v, &key, &self.d.limits, cell)?.into_owned()),
                 1 => label = Some(label_from(v, &key, cell)?),
                 2 => ts = Some(ts_from(v, &key, cell)?),
                 _ => weight = Some(weight_from(v, &key, cell)?),
@@ -909,7 +909,7 @@ mod tests {
                 ("age_days".into(), FeatureValue::Null),
             ]
         );
-        assert!(matches!(ev.id, Cow::Owned(_)));
+        assert!(matches!(ev.id, Cow::Borrowed("tx-1")));
         assert!(matches!(
             ev.features[1].1,
             FeatureValue::Str(Cow::Borrowed("DE"))

@@ -17,7 +17,8 @@
 //! Where slots are kept is a [`JoinBackend`]: memory here; the disk-backed store implements the
 //! same trait, so replay and the worker share these rules.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,8 +42,8 @@ pub struct Entry {
 /// The state of one id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Slot {
-    /// Scored, waiting for its label.
-    Pending(Entry),
+    /// Scored, waiting for its label (boxed: most slots are small tombstones).
+    Pending(Box<Entry>),
     /// Joined with `label`; kept to recognize duplicates.
     Joined {
         /// The label that was applied.
@@ -67,16 +68,31 @@ impl Slot {
     }
 }
 
-/// Storage of slots with an index by event time.
+/// What [`JoinBackend::join`] found for an id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// It was pending: here is the entry; the slot is now `Joined`.
+    Joined(Entry),
+    /// Already joined with this label.
+    AlreadyJoined(bool),
+    /// Its window had passed.
+    Expired,
+    /// Unknown id.
+    Missing,
+}
+
+/// Storage of slots, ordered by event time for expiry. Each method is one state transition, so
+/// a disk-backed store can implement it with one read and one write.
 pub trait JoinBackend {
-    /// The slot of `id`.
-    fn get(&mut self, id: &str) -> Option<Slot>;
-    /// Stores or replaces the slot of `id` (its event time never changes).
-    fn put(&mut self, id: &str, slot: Slot);
-    /// Removes `id`, whose event time is `event_ts`.
-    fn delete(&mut self, id: &str, event_ts: i64);
-    /// Ids with event time in (`after`, `until`], in (time, id) order.
-    fn scan(&mut self, after: i64, until: i64, out: &mut Vec<(i64, String)>);
+    /// Stores `slot` for `id` unless the id is known; returns false (and stores nothing) if it is.
+    fn insert(&mut self, id: &str, slot: Slot) -> bool;
+    /// Moves `id` from `Pending` to `Joined { label }` and returns the entry, or reports its state.
+    fn join(&mut self, id: &str, label: bool) -> Lookup;
+    /// Moves every `Pending` slot with event time in (`after`, `until`] to `Expired`, returning
+    /// the entries in (time, insertion) order.
+    fn expire(&mut self, after: i64, until: i64, out: &mut Vec<Expired>);
+    /// Removes every slot with event time ≤ `until`.
+    fn purge(&mut self, until: i64);
     /// Slots held (all states).
     fn len(&self) -> usize;
     /// True when empty.
@@ -85,37 +101,114 @@ pub trait JoinBackend {
     }
 }
 
-/// Slots in memory: a hash map plus a sorted (time, id) index.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Slots in memory: a hash map plus an event-time index. Event times mostly arrive in order, so
+/// the index is a deque (amortized O(1) expiry) with a sorted side set for the stragglers.
+#[derive(Debug, Default, Clone)]
 pub struct MemoryBackend {
-    slots: HashMap<String, Slot>,
-    index: BTreeSet<(i64, String)>,
+    slots: FastMap<Arc<str>, Slot>,
+    /// Ids in non-decreasing event time.
+    order: VecDeque<(i64, Arc<str>)>,
+    /// `order[..cursor]` are at or before the last expiry bound.
+    cursor: usize,
+    /// Ids that arrived with an event time before the back of `order`, keyed by (time, arrival).
+    stragglers: BTreeMap<(i64, u64), Arc<str>>,
+    arrivals: u64,
 }
 
 impl JoinBackend for MemoryBackend {
-    fn get(&mut self, id: &str) -> Option<Slot> {
-        self.slots.get(id).cloned()
-    }
-    fn put(&mut self, id: &str, slot: Slot) {
-        self.index.insert((slot.event_ts(), id.to_string()));
-        self.slots.insert(id.to_string(), slot);
-    }
-    fn delete(&mut self, id: &str, event_ts: i64) {
-        self.slots.remove(id);
-        self.index.remove(&(event_ts, id.to_string()));
-    }
-    fn scan(&mut self, after: i64, until: i64, out: &mut Vec<(i64, String)>) {
-        if until <= after {
-            return;
+    fn insert(&mut self, id: &str, slot: Slot) -> bool {
+        let ts = slot.event_ts();
+        let key: Arc<str> = Arc::from(id);
+        match self.slots.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let key = v.key().clone();
+                v.insert(slot);
+                if self.order.back().is_none_or(|(t, _)| *t <= ts) {
+                    self.order.push_back((ts, key));
+                } else {
+                    self.arrivals += 1;
+                    self.stragglers.insert((ts, self.arrivals), key);
+                }
+                true
+            }
         }
-        let start = (after.saturating_add(1), String::new());
-        out.extend(
-            self.index
-                .range(start..)
-                .take_while(|(t, _)| *t <= until)
-                .cloned(),
-        );
     }
+
+    fn join(&mut self, id: &str, label: bool) -> Lookup {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return Lookup::Missing;
+        };
+        match slot {
+            Slot::Pending(_) => {
+                let event_ts = slot.event_ts();
+                match std::mem::replace(slot, Slot::Joined { label, event_ts }) {
+                    Slot::Pending(e) => Lookup::Joined(*e),
+                    _ => Lookup::Missing,
+                }
+            }
+            Slot::Joined { label: l, .. } => Lookup::AlreadyJoined(*l),
+            Slot::Expired { .. } => Lookup::Expired,
+        }
+    }
+
+    fn expire(&mut self, after: i64, until: i64, out: &mut Vec<Expired>) {
+        let mut expire_one = |slots: &mut FastMap<Arc<str>, Slot>, id: &Arc<str>| {
+            if let Some(slot) = slots.get_mut(&**id) {
+                if let Slot::Pending(_) = slot {
+                    let event_ts = slot.event_ts();
+                    if let Slot::Pending(entry) =
+                        std::mem::replace(slot, Slot::Expired { event_ts })
+                    {
+                        out.push(Expired {
+                            id: id.to_string(),
+                            entry: *entry,
+                        });
+                    }
+                }
+            }
+        };
+        while let Some((ts, id)) = self.order.get(self.cursor) {
+            if *ts > until {
+                break;
+            }
+            if *ts > after {
+                expire_one(&mut self.slots, id);
+            }
+            self.cursor += 1;
+        }
+        if !self.stragglers.is_empty() {
+            let lo = (after.saturating_add(1), 0);
+            for (_, id) in self
+                .stragglers
+                .range(lo..)
+                .take_while(|((t, _), _)| *t <= until)
+            {
+                expire_one(&mut self.slots, id);
+            }
+        }
+    }
+
+    fn purge(&mut self, until: i64) {
+        while let Some((ts, id)) = self.order.front() {
+            if *ts > until {
+                break;
+            }
+            self.slots.remove(&**id);
+            self.order.pop_front();
+            self.cursor = self.cursor.saturating_sub(1);
+        }
+        while let Some((&(ts, _), id)) = self.stragglers.first_key_value() {
+            if ts > until {
+                break;
+            }
+            self.slots.remove(&**id);
+            self.stragglers.pop_first();
+        }
+    }
+
     fn len(&self) -> usize {
         self.slots.len()
     }
@@ -197,7 +290,6 @@ pub struct Joiner<B> {
     max_waiting: usize,
     backend: B,
     state: JoinerState,
-    scan_buf: Vec<(i64, String)>,
 }
 
 /// The joiner's own state (besides the backend), for checkpoints.
@@ -209,7 +301,7 @@ pub struct JoinerState {
     pub expired_upto: i64,
     /// Tombstones with event time ≤ this are gone.
     pub purged_upto: i64,
-    waiting: HashMap<String, WaitingLabel>,
+    waiting: FastMap<String, WaitingLabel>,
     /// (deadline, id), oldest first.
     waiting_order: VecDeque<(i64, String)>,
 }
@@ -230,7 +322,6 @@ impl<B: JoinBackend> Joiner<B> {
                 purged_upto: i64::MIN,
                 ..JoinerState::default()
             },
-            scan_buf: Vec::new(),
         }
     }
 
@@ -262,18 +353,19 @@ impl<B: JoinBackend> Joiner<B> {
     /// Remembers what was scored for `id`; joins a waiting label at once if there is one.
     pub fn insert(&mut self, id: &str, entry: Entry) -> InsertOutcome {
         let ts = entry.event_ts;
-        if self.backend.get(id).is_some() {
-            return InsertOutcome::DuplicateId;
-        }
-        let waiting = self.state.waiting.remove(id);
-        if let Some(w) = waiting {
-            self.backend.put(
-                id,
-                Slot::Joined {
-                    label: w.label,
-                    event_ts: ts,
-                },
-            );
+        if let Some(w) = self.state.waiting.remove(id) {
+            // Keep a tombstone (unless it would already be purged) so duplicates are recognized.
+            if ts > self.state.purged_upto
+                && !self.backend.insert(
+                    id,
+                    Slot::Joined {
+                        label: w.label,
+                        event_ts: ts,
+                    },
+                )
+            {
+                return InsertOutcome::DuplicateId;
+            }
             return InsertOutcome::Joined(Joined {
                 id: id.to_string(),
                 entry,
@@ -285,33 +377,27 @@ impl<B: JoinBackend> Joiner<B> {
         if ts <= self.state.expired_upto {
             return InsertOutcome::TooOld;
         }
-        self.backend.put(id, Slot::Pending(entry));
-        InsertOutcome::Stored
+        if self.backend.insert(id, Slot::Pending(Box::new(entry))) {
+            InsertOutcome::Stored
+        } else {
+            InsertOutcome::DuplicateId
+        }
     }
 
     /// Applies a label.
     pub fn label(&mut self, label: Label) -> LabelOutcome {
-        match self.backend.get(&label.id) {
-            Some(Slot::Pending(entry)) => {
-                self.backend.put(
-                    &label.id,
-                    Slot::Joined {
-                        label: label.label,
-                        event_ts: entry.event_ts,
-                    },
-                );
-                LabelOutcome::Joined(Joined {
-                    id: label.id,
-                    entry,
-                    label: label.label,
-                    weight: label.weight,
-                    label_ts: label.ts,
-                })
-            }
-            Some(Slot::Joined { label: l, .. }) if l == label.label => LabelOutcome::Duplicate,
-            Some(Slot::Joined { .. }) => LabelOutcome::Conflict,
-            Some(Slot::Expired { .. }) => LabelOutcome::Late,
-            None => match self.state.waiting.get(&label.id) {
+        match self.backend.join(&label.id, label.label) {
+            Lookup::Joined(entry) => LabelOutcome::Joined(Joined {
+                id: label.id,
+                entry,
+                label: label.label,
+                weight: label.weight,
+                label_ts: label.ts,
+            }),
+            Lookup::AlreadyJoined(l) if l == label.label => LabelOutcome::Duplicate,
+            Lookup::AlreadyJoined(_) => LabelOutcome::Conflict,
+            Lookup::Expired => LabelOutcome::Late,
+            Lookup::Missing => match self.state.waiting.get(&label.id) {
                 Some(w) if w.label == label.label => LabelOutcome::Duplicate,
                 Some(_) => LabelOutcome::Conflict,
                 None => {
@@ -350,27 +436,14 @@ impl<B: JoinBackend> Joiner<B> {
         // An entry expires once wm > ts + W + G, i.e. ts < wm − (W + G).
         let expire_until = wm.saturating_sub(self.window_ms).saturating_sub(1);
         if expire_until > self.state.expired_upto {
-            let mut buf = std::mem::take(&mut self.scan_buf);
-            buf.clear();
             self.backend
-                .scan(self.state.expired_upto, expire_until, &mut buf);
-            for (t, id) in buf.drain(..) {
-                if let Some(Slot::Pending(entry)) = self.backend.get(&id) {
-                    self.backend.put(&id, Slot::Expired { event_ts: t });
-                    out.expired.push(Expired { id, entry });
-                }
-            }
+                .expire(self.state.expired_upto, expire_until, &mut out.expired);
             self.state.expired_upto = expire_until;
             let purge_until = expire_until.saturating_sub(self.window_ms);
             if purge_until > self.state.purged_upto {
-                self.backend
-                    .scan(self.state.purged_upto, purge_until, &mut buf);
-                for (t, id) in buf.drain(..) {
-                    self.backend.delete(&id, t);
-                }
+                self.backend.purge(purge_until);
                 self.state.purged_upto = purge_until;
             }
-            self.scan_buf = buf;
         }
         let st = &mut self.state;
         while let Some((deadline, id)) = st.waiting_order.front() {
@@ -470,7 +543,7 @@ mod tests {
         assert_eq!(sw.unknown_labels, 1);
         // tombstones are purged after another W+G: "a" (ts 1000) is gone once wm > 1220
         j.advance(1300, &mut sw);
-        assert!(j.backend_mut().get("a").is_none());
+        assert_eq!(j.backend_mut().join("a", true), Lookup::Missing);
         assert_eq!(j.label(label("a", true, 1300)), LabelOutcome::Waiting);
     }
 

@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc: records are allocated on the reader thread and freed on the learner thread, a
+/// pattern glibc malloc handles poorly (measured in replay: see README, Benchmarks).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = streamlr::cli::Cli::parse();
     match streamlr::cli::run(cli) {

@@ -8,15 +8,18 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::{Engine, LabelCount};
-use crate::event::{Label, Reason};
+use std::sync::mpsc::SyncSender;
+
+use crate::engine::{EncodedEvent, Engine, LabelCount, encode_event};
+use crate::event::{DecodeError, Decoder, Label, Reason};
+use crate::features::{Encoded, Encoder};
 use crate::join::{JoinBackend, MemoryBackend};
 use crate::metrics::{Quality, QualitySummary};
 
@@ -48,7 +51,8 @@ pub struct Report {
     pub updates: UpdateReport,
     /// Progressive quality over the whole run.
     pub quality_all: QualitySummary,
-    /// Progressive quality over labels joined after 80 % of the events were scored.
+    /// Progressive quality over the labels joined after 80 % of the events file (by bytes) was
+    /// scored.
     pub quality_last_20pct: QualitySummary,
     /// Exact AUC over the metrics window at the end.
     pub window_auc: f64,
@@ -128,22 +132,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
     }
 }
 
-fn count_lines(path: &Path) -> Result<u64, ReplayError> {
-    let mut f = File::open(path).map_err(io(path))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    let mut last = b'\n';
-    loop {
-        let k = f.read(&mut buf).map_err(io(path))?;
-        if k == 0 {
-            break;
-        }
-        n += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64;
-        last = buf[k - 1];
-    }
-    Ok(n + u64::from(last != b'\n'))
-}
-
 /// A line reader that reuses its buffer and strips the line ending.
 struct Lines {
     r: BufReader<File>,
@@ -183,22 +171,23 @@ impl Lines {
     }
 }
 
-/// The label lookahead: decoded label (or decode error) with its merge time.
-type NextLabel = Option<(i64, Result<Label, crate::event::DecodeError>)>;
+/// One record in merge order, decoded and (for events) encoded by the reader thread.
+enum Rec {
+    Event(EncodedEvent),
+    BadEvent(DecodeError),
+    Label(Label),
+    BadLabel(DecodeError),
+    /// 80 % of the events file has been read: the metrics of the last 20 % start here.
+    Cut,
+}
 
-fn next_label<B: JoinBackend>(
-    e: &Engine<B>,
-    lines: &mut Lines,
-    last_ts: &mut i64,
-) -> Result<NextLabel, ReplayError> {
-    if !lines.next()? {
-        return Ok(None);
-    }
-    let decoded = e.decode_label(&lines.buf);
-    if let Ok(Label { ts: Some(t), .. }) = &decoded {
-        *last_ts = (*last_ts).max(*t);
-    }
-    Ok(Some((*last_ts, decoded)))
+const BATCH: usize = 1024;
+
+/// What the reader thread hands back.
+struct ReaderDone {
+    encoder: Encoder,
+    events: u64,
+    labels: u64,
 }
 
 /// Runs a replay with an in-memory join store.
@@ -207,14 +196,18 @@ pub fn run(cfg: Config, args: &ReplayArgs) -> Result<Report, ReplayError> {
     run_with(&mut engine, args)
 }
 
-/// Runs a replay on a given engine.
+/// Runs a replay on a given engine, on two threads: a reader that reads both files, merges them
+/// by time, decodes and encodes (it owns the scaling statistics while it runs, and updates them in
+/// event order exactly as the engine would), and this thread, which scores, joins and learns in
+/// the same order. The result is identical to feeding the engine one record at a time.
 pub fn run_with<B: JoinBackend>(
     engine: &mut Engine<B>,
     args: &ReplayArgs,
 ) -> Result<Report, ReplayError> {
     let started = Instant::now();
-    let total_events = count_lines(&args.events)?;
-    let cut_at = total_events - total_events / 5;
+    let events_size = std::fs::metadata(&args.events)
+        .map_err(io(&args.events))?
+        .len();
     let mut out = match &args.predictions {
         Some(p) => Some((
             BufWriter::with_capacity(1 << 20, File::create(p).map_err(io(p))?),
@@ -222,79 +215,61 @@ pub fn run_with<B: JoinBackend>(
         )),
         None => None,
     };
+    let with_names = out.is_some();
+    engine.set_contributions(with_names);
     let progress = args.progress && std::io::stderr().is_terminal();
-    let mut events = Lines::open(&args.events)?;
-    let mut labels = Lines::open(&args.labels)?;
-    let mut label_ts = i64::MIN;
-    let mut lookahead = next_label(engine, &mut labels, &mut label_ts)?;
-    let (mut event_ts, mut n_events, mut n_labels) = (0i64, 0u64, 0u64);
+    let decoder = engine.decoder().clone();
+    let encoder = engine.encoder().clone();
     let mut snapshot: Option<Quality> = None;
     let mut last_progress = Instant::now();
-    let mut line = Vec::new();
-    while events.next()? {
-        n_events += 1;
-        if n_events == cut_at + 1 {
-            snapshot = Some(engine.quality().total.clone());
-        }
-        std::mem::swap(&mut line, &mut events.buf);
-        let decoded = engine.decode_event(&line);
-        let ts = match &decoded {
-            Ok(ev) => ev.ts.unwrap_or(event_ts),
-            Err(_) => event_ts,
-        };
-        event_ts = event_ts.max(ts);
-        // Labels strictly before the event go first; at equal times the event wins.
-        while let Some((lts, _)) = &lookahead {
-            if *lts >= ts {
-                break;
-            }
-            if let Some((_, l)) = lookahead.take() {
-                n_labels += 1;
-                match l {
-                    Ok(l) => {
+    let mut written: Result<(), ReplayError> = Ok(());
+    let done = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Rec>>(16);
+        let reader =
+            scope.spawn(move || read_merged(args, events_size, decoder, encoder, with_names, tx));
+        let mut n = 0u64;
+        for batch in rx {
+            for rec in batch {
+                match rec {
+                    Rec::Event(mut e) => {
+                        n += 1;
+                        let names = std::mem::take(&mut e.names);
+                        let (id, ts) = (e.id.clone(), e.ts);
+                        let scored = engine.apply_encoded(e);
+                        if let (Some((w, path)), Ok(())) = (&mut out, &written) {
+                            let p = engine.prediction_named(&id, &scored, ts, &names);
+                            written = write_line(w, path, &p);
+                        }
+                    }
+                    Rec::BadEvent(e) => {
+                        n += 1;
+                        engine.count_rejected(e.reason);
+                    }
+                    Rec::Label(l) => {
                         engine.apply_label(l);
                     }
-                    Err(e) => engine.reject_label(&e),
+                    Rec::BadLabel(e) => engine.reject_label(&e),
+                    Rec::Cut => snapshot = Some(engine.quality().total.clone()),
                 }
             }
-            lookahead = next_label(engine, &mut labels, &mut label_ts)?;
-        }
-        match decoded {
-            Ok(ev) => {
-                if let Ok(p) = engine.score(&ev, ts, ts) {
-                    if let Some((w, path)) = &mut out {
-                        serde_json::to_writer(&mut *w, &p).map_err(|e| ReplayError::Io {
-                            path: path.display().to_string(),
-                            source: e.into(),
-                        })?;
-                        w.write_all(b"\n").map_err(io(path))?;
-                    }
-                }
+            if progress && last_progress.elapsed().as_millis() > 250 {
+                last_progress = Instant::now();
+                let q = engine.quality().total.summary();
+                eprint!(
+                    "\revents {n}  log loss {:.4}  AUC {:.4}   ",
+                    q.log_loss, q.auc
+                );
             }
-            Err(e) => engine.reject_event(&e),
         }
-        if progress && n_events % 4096 == 0 && last_progress.elapsed().as_millis() > 250 {
-            last_progress = Instant::now();
-            let q = engine.quality().total.summary();
-            eprint!(
-                "\r{:>5.1}%  events {n_events}  labels {n_labels}  log loss {:.4}  AUC {:.4}   ",
-                100.0 * n_events as f64 / total_events.max(1) as f64,
-                q.log_loss,
-                q.auc
-            );
-        }
-        std::mem::swap(&mut line, &mut events.buf);
-    }
-    while let Some((_, l)) = lookahead.take() {
-        n_labels += 1;
-        match l {
-            Ok(l) => {
-                engine.apply_label(l);
-            }
-            Err(e) => engine.reject_label(&e),
-        }
-        lookahead = next_label(engine, &mut labels, &mut label_ts)?;
-    }
+        reader.join().unwrap_or_else(|_| {
+            Err(ReplayError::Io {
+                path: args.events.display().to_string(),
+                source: std::io::Error::other("reader thread panicked"),
+            })
+        })
+    })?;
+    written?;
+    engine.restore_scaler(&done.encoder.scaler_state());
     if let Some((w, path)) = &mut out {
         w.flush().map_err(io(path))?;
     }
@@ -303,7 +278,104 @@ pub fn run_with<B: JoinBackend>(
     }
     let seconds = started.elapsed().as_secs_f64();
     let snapshot = snapshot.unwrap_or_else(|| engine.quality().total.clone());
-    Ok(report(engine, &snapshot, seconds, n_events, n_labels))
+    Ok(report(engine, &snapshot, seconds, done.events, done.labels))
+}
+
+fn write_line(
+    w: &mut BufWriter<File>,
+    path: &Path,
+    p: &crate::event::Prediction,
+) -> Result<(), ReplayError> {
+    serde_json::to_writer(&mut *w, p).map_err(|e| ReplayError::Io {
+        path: path.display().to_string(),
+        source: e.into(),
+    })?;
+    w.write_all(b"\n").map_err(io(path))
+}
+
+/// The reader thread: merges the two files by time and decodes/encodes every record.
+fn read_merged(
+    args: &ReplayArgs,
+    events_size: u64,
+    decoder: Decoder,
+    mut encoder: Encoder,
+    with_names: bool,
+    tx: SyncSender<Vec<Rec>>,
+) -> Result<ReaderDone, ReplayError> {
+    let cut_bytes = events_size - events_size / 5;
+    let mut events = Lines::open(&args.events)?;
+    let mut labels = Lines::open(&args.labels)?;
+    let mut label_ts = i64::MIN;
+    let mut next_label = |labels: &mut Lines| -> Result<Option<(i64, Rec)>, ReplayError> {
+        if !labels.next()? {
+            return Ok(None);
+        }
+        Ok(Some(match decoder.decode_label(&labels.buf) {
+            Ok(l) => {
+                if let Some(t) = l.ts {
+                    label_ts = label_ts.max(t);
+                }
+                (label_ts, Rec::Label(l))
+            }
+            Err(e) => (label_ts, Rec::BadLabel(e)),
+        }))
+    };
+    let mut lookahead = next_label(&mut labels)?;
+    let (mut event_ts, mut n_events, mut n_labels, mut bytes) = (0i64, 0u64, 0u64, 0u64);
+    let mut cut_sent = false;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut buf = Encoded::default();
+    let send = |batch: &mut Vec<Rec>, force: bool| -> bool {
+        if batch.len() >= BATCH || (force && !batch.is_empty()) {
+            let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+            return tx.send(full).is_ok();
+        }
+        true
+    };
+    while events.next()? {
+        n_events += 1;
+        bytes += events.buf.len() as u64 + 1;
+        let decoded = decoder.decode_event(&events.buf);
+        let ts = match &decoded {
+            Ok(ev) => ev.ts.unwrap_or(event_ts),
+            Err(_) => event_ts,
+        };
+        event_ts = event_ts.max(ts);
+        // Labels strictly before the event go first; at equal times the event wins.
+        while lookahead.as_ref().is_some_and(|(lts, _)| *lts < ts) {
+            if let Some((_, rec)) = lookahead.take() {
+                n_labels += 1;
+                batch.push(rec);
+            }
+            lookahead = next_label(&mut labels)?;
+        }
+        if !cut_sent && bytes > cut_bytes {
+            cut_sent = true;
+            batch.push(Rec::Cut);
+        }
+        batch.push(match decoded {
+            Ok(ev) => match encode_event(&mut encoder, &ev, ts, &mut buf, with_names) {
+                Ok(e) => Rec::Event(e),
+                Err(e) => Rec::BadEvent(e),
+            },
+            Err(e) => Rec::BadEvent(e),
+        });
+        if !send(&mut batch, false) {
+            break;
+        }
+    }
+    while let Some((_, rec)) = lookahead.take() {
+        n_labels += 1;
+        batch.push(rec);
+        send(&mut batch, false);
+        lookahead = next_label(&mut labels)?;
+    }
+    send(&mut batch, true);
+    Ok(ReaderDone {
+        encoder,
+        events: n_events,
+        labels: n_labels,
+    })
 }
 
 fn report<B: JoinBackend>(

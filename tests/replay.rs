@@ -36,7 +36,12 @@ fn replay_learns_close_to_the_ground_truth() {
     assert_eq!(report.labels["joined"], 300_000);
     let labels: HashMap<String, bool> = common::read_jsonl(&s.labels)
         .into_iter()
-        .map(|l| (l["id"].as_str().expect("id").to_string(), l["label"].as_u64() == Some(1)))
+        .map(|l| {
+            (
+                l["id"].as_str().expect("id").to_string(),
+                l["label"].as_u64() == Some(1),
+            )
+        })
         .collect();
     let (mut model, mut truth, mut n) = (0.0, 0.0, 0);
     for p in common::read_jsonl(&predictions) {
@@ -51,7 +56,10 @@ fn replay_learns_close_to_the_ground_truth() {
         n += 1;
     }
     let (model, truth) = (model / n as f64, truth / n as f64);
-    assert!(model <= 1.10 * truth, "log loss after 200k: model {model:.5}, ground truth {truth:.5}");
+    assert!(
+        model <= 1.10 * truth,
+        "log loss after 200k: model {model:.5}, ground truth {truth:.5}"
+    );
 }
 
 /// The binary: every event line ends as a prediction or a counted refusal, every label of a
@@ -61,7 +69,12 @@ fn replay_cli_accounts_for_every_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = common::write_stream(
         dir.path(),
-        SimConfig { count: 20_000, seed: 5, malformed_rate: 0.05, ..SimConfig::default() },
+        SimConfig {
+            count: 20_000,
+            seed: 5,
+            malformed_rate: 0.05,
+            ..SimConfig::default()
+        },
     );
     let predictions = dir.path().join("p.jsonl");
     let report_path = dir.path().join("report.json");
@@ -79,19 +92,43 @@ fn replay_cli_accounts_for_every_record() {
         ],
         &[],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).expect("report")).expect("json");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).expect("report"))
+            .expect("json");
     let scored = r["events"]["scored"].as_u64().expect("scored");
     let invalid = r["events"]["invalid"].as_u64().expect("invalid");
     assert_eq!(scored, s.summary.events);
     assert_eq!(invalid, s.summary.malformed);
     assert!(invalid > 500, "the stream has malformed records");
     assert_eq!(scored + invalid, 20_000);
-    let reasons = r["events"]["invalid_by_reason"].as_object().expect("reasons");
-    for reason in ["not_json", "missing_id", "non_finite_number", "features_not_object", "empty_id", "invalid_timestamp"] {
-        assert!(reasons.get(reason).and_then(|v| v.as_u64()).unwrap_or(0) > 0, "{reason} counted");
+    let reasons = r["events"]["invalid_by_reason"]
+        .as_object()
+        .expect("reasons");
+    for reason in [
+        "not_json",
+        "missing_id",
+        "non_finite_number",
+        "features_not_object",
+        "empty_id",
+        "invalid_timestamp",
+    ] {
+        assert!(
+            reasons.get(reason).and_then(|v| v.as_u64()).unwrap_or(0) > 0,
+            "{reason} counted"
+        );
     }
-    assert_eq!(reasons.values().map(|v| v.as_u64().unwrap_or(0)).sum::<u64>(), invalid);
+    assert_eq!(
+        reasons
+            .values()
+            .map(|v| v.as_u64().unwrap_or(0))
+            .sum::<u64>(),
+        invalid
+    );
     assert_eq!(common::read_jsonl(&predictions).len() as u64, scored);
     assert_eq!(r["labels"]["joined"].as_u64(), Some(s.summary.labels));
     assert_eq!(r["updates"]["applied"].as_u64(), Some(s.summary.labels));
@@ -100,7 +137,16 @@ fn replay_cli_accounts_for_every_record() {
     assert!(q["log_loss"].as_f64().expect("ll").is_finite());
     // Predictions carry the documented fields.
     let p = &common::read_jsonl(&predictions)[0];
-    for k in ["id", "score", "decision", "threshold", "model_version", "event_ts", "scored_at", "contributions"] {
+    for k in [
+        "id",
+        "score",
+        "decision",
+        "threshold",
+        "model_version",
+        "event_ts",
+        "scored_at",
+        "contributions",
+    ] {
         assert!(p.get(k).is_some(), "prediction has {k}: {p}");
     }
 }
@@ -109,10 +155,22 @@ fn replay_cli_accounts_for_every_record() {
 #[test]
 fn replay_is_deterministic() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = common::write_stream(dir.path(), SimConfig { count: 5_000, seed: 9, ..SimConfig::default() });
+    let s = common::write_stream(
+        dir.path(),
+        SimConfig {
+            count: 5_000,
+            seed: 9,
+            ..SimConfig::default()
+        },
+    );
     let run = |name: &str| {
         let p = dir.path().join(name);
-        let args = ReplayArgs { events: s.events.clone(), labels: s.labels.clone(), predictions: Some(p.clone()), progress: false };
+        let args = ReplayArgs {
+            events: s.events.clone(),
+            labels: s.labels.clone(),
+            predictions: Some(p.clone()),
+            progress: false,
+        };
         replay::run(Config::default(), &args).expect("replay");
         std::fs::read(p).expect("read")
     };
@@ -122,10 +180,18 @@ fn replay_is_deterministic() {
 #[test]
 fn check_config_layers_and_reports_errors() {
     let out = common::run(
-        &["check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/configs/streamlr.toml")],
+        &[
+            "check-config",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/configs/streamlr.toml"),
+        ],
         &[("STREAMLR__MODEL__THRESHOLD", "0.85")],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let effective: toml::Table = text.parse().expect("prints TOML");
     assert_eq!(effective["model"]["threshold"].as_float(), Some(0.85));
@@ -137,4 +203,81 @@ fn check_config_layers_and_reports_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model.ftrl.alpha = -1"), "{err}");
+}
+
+/// The two-thread replay ends in exactly the state of feeding one engine record by record in
+/// the documented merge order (smallest time first, the event first at equal times), computed
+/// here independently by sorting both files.
+#[test]
+fn pipelined_replay_equals_record_by_record() {
+    use streamlr::engine::Engine;
+    use streamlr::join::MemoryBackend;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = common::write_stream(
+        dir.path(),
+        SimConfig {
+            count: 30_000,
+            seed: 21,
+            malformed_rate: 0.01,
+            label_delay_max_ms: 120_000,
+            ..SimConfig::default()
+        },
+    );
+    let mut cfg = Config::default();
+    cfg.join.window = "80s".parse().expect("duration");
+    cfg.join.grace = "10s".parse().expect("duration");
+    let mut piped = Engine::new(cfg.clone(), MemoryBackend::default());
+    let args = ReplayArgs {
+        events: s.events.clone(),
+        labels: s.labels.clone(),
+        predictions: None,
+        progress: false,
+    };
+    replay::run_with(&mut piped, &args).expect("replay");
+
+    let mut records: Vec<(i64, u8, usize, String)> = Vec::new();
+    let mut last = 0;
+    for (i, line) in std::fs::read_to_string(&s.events)
+        .expect("read")
+        .lines()
+        .enumerate()
+    {
+        let ts = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["ts"].as_i64())
+            .unwrap_or(last)
+            .max(last);
+        last = ts;
+        records.push((ts, 0, i, line.to_string()));
+    }
+    for (i, line) in std::fs::read_to_string(&s.labels)
+        .expect("read")
+        .lines()
+        .enumerate()
+    {
+        let ts = serde_json::from_str::<serde_json::Value>(line).expect("label")["ts"]
+            .as_i64()
+            .expect("ts");
+        records.push((ts, 1, i, line.to_string()));
+    }
+    records.sort();
+    let mut single = Engine::new(cfg, MemoryBackend::default());
+    let mut event_ts = 0;
+    for (ts, kind, _, line) in &records {
+        if *kind == 0 {
+            event_ts = *ts;
+            let _ = single.on_event(line.as_bytes(), event_ts, event_ts);
+        } else {
+            single.on_label(line.as_bytes());
+        }
+    }
+    let (a, b) = (piped.learner_state(), single.learner_state());
+    let bits = |m: &streamlr::model::Model| m.w.iter().map(|w| w.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a.model), bits(&b.model));
+    assert_eq!(a.counters, b.counters);
+    assert!(
+        a.counters.label(streamlr::engine::LabelCount::Expired) > 0,
+        "the short window expires some entries"
+    );
+    assert_eq!(a, b);
 }

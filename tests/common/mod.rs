@@ -47,7 +47,12 @@ pub fn write_stream(dir: &Path, cfg: SimConfig) -> Stream {
     }
     ev.flush().expect("flush");
     lb.flush().expect("flush");
-    Stream { events, labels, truth: sim.truth_p.clone(), summary: sim.summary() }
+    Stream {
+        events,
+        labels,
+        truth: sim.truth_p.clone(),
+        summary: sim.summary(),
+    }
 }
 
 /// Reads a JSON-lines file.
