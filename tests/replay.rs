@@ -262,11 +262,9 @@ fn pipelined_replay_equals_record_by_record() {
     }
     records.sort();
     let mut single = Engine::new(cfg, MemoryBackend::default());
-    let mut event_ts = 0;
     for (ts, kind, _, line) in &records {
         if *kind == 0 {
-            event_ts = *ts;
-            let _ = single.on_event(line.as_bytes(), event_ts, event_ts);
+            let _ = single.on_event(line.as_bytes(), *ts, *ts);
         } else {
             single.on_label(line.as_bytes());
         }
