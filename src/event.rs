@@ -534,7 +534,7 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
         let cell = self.reason;
         let mut id: Option<Cow<'de, str>> = None;
         let mut ts: Option<Option<i64>> = None;
-        let mut features = Vec::new();
+        let mut features = Vec::with_capacity(32);
         let mut saw_features = false;
         let nested = input.features_from == FeaturesFrom::Nested;
         while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {

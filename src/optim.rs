@@ -38,7 +38,7 @@ pub struct Optimizer {
     pub kind: OptimizerKind,
     /// Updates applied.
     pub t: u64,
-    /// AdaGrad: Σg²; FTRL: n (Σg²). Empty for SGD.
+    /// AdaGrad: G = Σg²; FTRL: √n = √(Σg²). Empty for SGD.
     pub acc: Vec<f64>,
     /// FTRL: z. Empty otherwise.
     pub z: Vec<f64>,
@@ -129,19 +129,22 @@ impl Optimizer {
                 }
             }
             OptimizerKind::Ftrl => {
+                // `acc` holds √n rather than n, so each coordinate costs one square root and one
+                // division: σ = (√n' − √n)/α and the closed-form weight.
                 let f = &cfg.ftrl;
+                let inv_alpha = 1.0 / f.alpha;
                 for (i, g, reg) in coords {
                     let (l1, l2) = if reg { (f.l1, f.l2) } else { (0.0, 0.0) };
-                    let n = self.acc[i];
-                    let n_new = n + g * g;
-                    let sigma = (n_new.sqrt() - n.sqrt()) / f.alpha;
+                    let sqrt_n = self.acc[i];
+                    let sqrt_n_new = (sqrt_n * sqrt_n + g * g).sqrt();
+                    let sigma = (sqrt_n_new - sqrt_n) * inv_alpha;
                     let z = self.z[i] + g - sigma * w[i];
                     let wi = if z.abs() <= l1 {
                         0.0
                     } else {
-                        -(z - z.signum() * l1) / ((f.beta + n_new.sqrt()) / f.alpha + l2)
+                        (z.signum() * l1 - z) / ((f.beta + sqrt_n_new) * inv_alpha + l2)
                     };
-                    scratch.push((i, wi, n_new, z));
+                    scratch.push((i, wi, sqrt_n_new, z));
                 }
             }
         }
