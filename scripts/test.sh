@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
-cargo nextest run --workspace --all-targets --locked --no-fail-fast "$@"
+cargo nextest run --workspace --lib --bins --tests --locked --no-fail-fast "$@"

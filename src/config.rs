@@ -436,6 +436,11 @@ pub struct JoinConfig {
     pub label_wait: HumanDuration,
     /// Most labels waiting for their event at once; beyond it the oldest is counted `unknown`.
     pub max_waiting_labels: usize,
+    /// Wall-clock rule: after this long without events, the watermark follows the wall clock, so
+    /// entries still expire when traffic stops (live worker only; replay is pure event time).
+    pub idle_after: HumanDuration,
+    /// Block cache of the disk-backed join store, in bytes.
+    pub cache_bytes: u64,
 }
 
 impl Default for JoinConfig {
@@ -447,6 +452,8 @@ impl Default for JoinConfig {
             implicit_label: 0,
             label_wait: HumanDuration::from_secs(600),
             max_waiting_labels: 100_000,
+            idle_after: HumanDuration::from_secs(300),
+            cache_bytes: 64 << 20,
         }
     }
 }

@@ -423,10 +423,23 @@ impl<B: JoinBackend> Engine<B> {
         Some(outcome)
     }
 
-    /// Moves the event-time watermark (also called by the worker's wall-clock rule).
+    /// Moves the event-time watermark, expiring what falls out of the join window.
     pub fn advance(&mut self, ts: i64) {
         let mut swept = std::mem::take(&mut self.swept);
         self.joiner.advance(ts, &mut swept);
+        self.settle(swept);
+    }
+
+    /// The join's wall-clock rule (see [`Joiner::tick`]); a live worker calls it periodically
+    /// with whether it scored any event since the previous call.
+    pub fn tick(&mut self, now_wall: i64, saw_events: bool) {
+        let mut swept = std::mem::take(&mut self.swept);
+        self.joiner.tick(now_wall, saw_events, &mut swept);
+        self.settle(swept);
+    }
+
+    /// Counts what a sweep gave up on and learns implicit labels for expired entries.
+    fn settle(&mut self, mut swept: Swept) {
         self.counters.labels[LabelCount::Unknown as usize] += swept.unknown_labels;
         swept.unknown_labels = 0;
         for e in swept.expired.drain(..) {

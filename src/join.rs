@@ -88,11 +88,13 @@ pub trait JoinBackend {
     fn insert(&mut self, id: &str, slot: Slot) -> bool;
     /// Moves `id` from `Pending` to `Joined { label }` and returns the entry, or reports its state.
     fn join(&mut self, id: &str, label: bool) -> Lookup;
-    /// Moves every `Pending` slot with event time in (`after`, `until`] to `Expired`, returning
-    /// the entries in (time, insertion) order.
+    /// Moves every `Pending` slot with event time in (`after`, `until`] to `Expired`, appending
+    /// the entries in (time, id) order — the same order for every backend, so replay and the
+    /// worker learn implicit labels in the same sequence.
     fn expire(&mut self, after: i64, until: i64, out: &mut Vec<Expired>);
-    /// Removes every slot with event time ≤ `until`.
-    fn purge(&mut self, until: i64);
+    /// Removes every slot with event time in (`after`, `until`] (nothing at or before `after`
+    /// remains: earlier purges removed it).
+    fn purge(&mut self, after: i64, until: i64);
     /// Slots held (all states).
     fn len(&self) -> usize;
     /// True when empty.
@@ -115,6 +117,16 @@ pub struct MemoryBackend {
     /// Ids that arrived with an event time before the back of `order`, keyed by (time, arrival).
     stragglers: BTreeMap<(i64, u64), Arc<str>>,
     arrivals: u64,
+}
+
+impl MemoryBackend {
+    /// Every slot with its id.
+    pub fn slots(&self) -> std::collections::BTreeMap<String, Slot> {
+        self.slots
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
 }
 
 impl JoinBackend for MemoryBackend {
@@ -155,6 +167,7 @@ impl JoinBackend for MemoryBackend {
     }
 
     fn expire(&mut self, after: i64, until: i64, out: &mut Vec<Expired>) {
+        let start = out.len();
         let mut expire_one = |slots: &mut FastMap<Arc<str>, Slot>, id: &Arc<str>| {
             if let Some(slot) = slots.get_mut(&**id) {
                 if let Slot::Pending(_) = slot {
@@ -189,9 +202,10 @@ impl JoinBackend for MemoryBackend {
                 expire_one(&mut self.slots, id);
             }
         }
+        out[start..].sort_by(|a, b| (a.entry.event_ts, &a.id).cmp(&(b.entry.event_ts, &b.id)));
     }
 
-    fn purge(&mut self, until: i64) {
+    fn purge(&mut self, _after: i64, until: i64) {
         while let Some((ts, id)) = self.order.front() {
             if *ts > until {
                 break;
@@ -283,10 +297,11 @@ struct WaitingLabel {
 }
 
 /// The join rules over a backend. Owns the watermark and the waiting-label buffer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Joiner<B> {
     window_ms: i64,
     wait_ms: i64,
+    idle_ms: i64,
     max_waiting: usize,
     backend: B,
     state: JoinerState,
@@ -304,6 +319,8 @@ pub struct JoinerState {
     waiting: FastMap<String, WaitingLabel>,
     /// (deadline, id), oldest first.
     waiting_order: VecDeque<(i64, String)>,
+    /// Wall-clock time of the last tick that had seen events, and the watermark then.
+    last_active: Option<(i64, i64)>,
 }
 
 impl<B: JoinBackend> Joiner<B> {
@@ -315,6 +332,7 @@ impl<B: JoinBackend> Joiner<B> {
                 .as_millis_i64()
                 .saturating_add(cfg.grace.as_millis_i64()),
             wait_ms: cfg.label_wait.as_millis_i64(),
+            idle_ms: cfg.idle_after.as_millis_i64(),
             max_waiting: cfg.max_waiting_labels,
             backend,
             state: JoinerState {
@@ -428,6 +446,26 @@ impl<B: JoinBackend> Joiner<B> {
         }
     }
 
+    /// The wall-clock rule, called periodically by a live worker (never by replay). When events
+    /// were seen since the last tick it notes the time; once no event has arrived for
+    /// `join.idle_after`, the watermark follows the wall clock from where the events left it, so
+    /// entries still expire (and waiting labels give up) when traffic stops.
+    pub fn tick(&mut self, now_wall: i64, saw_events: bool, out: &mut Swept) {
+        let Some(wm) = self.state.watermark else {
+            return;
+        };
+        if saw_events || self.state.last_active.is_none() {
+            self.state.last_active = Some((now_wall, wm));
+            return;
+        }
+        if let Some((since, wm0)) = self.state.last_active {
+            let idle = now_wall.saturating_sub(since).saturating_sub(self.idle_ms);
+            if idle > 0 {
+                self.advance(wm0.saturating_add(idle), out);
+            }
+        }
+    }
+
     /// Moves the watermark to `ts` (if later) and sweeps: expires entries, purges tombstones,
     /// and gives up on waiting labels past their deadline or over capacity.
     pub fn advance(&mut self, ts: i64, out: &mut Swept) {
@@ -441,7 +479,7 @@ impl<B: JoinBackend> Joiner<B> {
             self.state.expired_upto = expire_until;
             let purge_until = expire_until.saturating_sub(self.window_ms);
             if purge_until > self.state.purged_upto {
-                self.backend.purge(purge_until);
+                self.backend.purge(self.state.purged_upto, purge_until);
                 self.state.purged_upto = purge_until;
             }
         }
@@ -462,11 +500,11 @@ impl<B: JoinBackend> Joiner<B> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::duration::HumanDuration;
 
-    fn cfg() -> JoinConfig {
+    pub(crate) fn cfg() -> JoinConfig {
         JoinConfig {
             window: HumanDuration::from_millis(100),
             grace: HumanDuration::from_millis(10),
@@ -476,7 +514,7 @@ mod tests {
         }
     }
 
-    fn entry(ts: i64) -> Entry {
+    pub(crate) fn entry(ts: i64) -> Entry {
         Entry {
             x: SparseVec {
                 idx: vec![1],
@@ -488,7 +526,7 @@ mod tests {
         }
     }
 
-    fn label(id: &str, y: bool, ts: i64) -> Label {
+    pub(crate) fn label(id: &str, y: bool, ts: i64) -> Label {
         Label {
             id: id.into(),
             label: y,
@@ -501,20 +539,27 @@ mod tests {
         matches!(o, LabelOutcome::Joined(_))
     }
 
-    /// One row per outcome: a sequence of steps and what the last one must produce.
-    #[test]
-    fn outcome_table() {
-        let mut j = Joiner::new(&cfg(), MemoryBackend::default());
+    /// One row per outcome: a sequence of steps and what the last one must produce. `cp` runs
+    /// between steps (the disk store commits and reopens there); it is generic so every backend
+    /// passes the same table.
+    pub(crate) fn outcome_table<B: JoinBackend>(
+        j: Joiner<B>,
+        mut cp: impl FnMut(Joiner<B>) -> Joiner<B>,
+    ) {
+        let mut j = cp(j);
         let mut sw = Swept::default();
         // joined
         assert_eq!(j.insert("a", entry(1000)), InsertOutcome::Stored);
         j.advance(1000, &mut sw);
+        let mut j = cp(j);
         assert!(is_joined(&j.label(label("a", true, 1005))));
+        let mut j = cp(j);
         // duplicate (same label), conflict (other label)
         assert_eq!(j.label(label("a", true, 1006)), LabelOutcome::Duplicate);
         assert_eq!(j.label(label("a", false, 1007)), LabelOutcome::Conflict);
         // out of order: label first, then its event joins it at once
         assert_eq!(j.label(label("b", false, 1010)), LabelOutcome::Waiting);
+        let mut j = cp(j);
         assert!(matches!(
             j.insert("b", entry(1012)),
             InsertOutcome::Joined(Joined { label: false, .. })
@@ -523,6 +568,7 @@ mod tests {
         assert_eq!(j.insert("b", entry(1013)), InsertOutcome::DuplicateId);
         // expired: window 100 + grace 10 passes for "c" (ts 1020) once wm > 1130
         assert_eq!(j.insert("c", entry(1020)), InsertOutcome::Stored);
+        let mut j = cp(j);
         j.advance(1130, &mut sw);
         assert!(sw.expired.is_empty());
         j.advance(1131, &mut sw);
@@ -530,21 +576,64 @@ mod tests {
             sw.expired.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
             vec!["c"]
         );
+        assert_eq!(sw.expired[0].entry, entry(1020));
+        let mut j = cp(j);
         // late: label for the expired entry
         assert_eq!(j.label(label("c", true, 1131)), LabelOutcome::Late);
         // too old: an event already beyond the window when it arrives
         assert_eq!(j.insert("d", entry(1000)), InsertOutcome::TooOld);
         // unknown: a waiting label whose deadline (wm at arrival + 50) passes
         assert_eq!(j.label(label("zz", true, 1131)), LabelOutcome::Waiting);
+        let mut j = cp(j);
         let mut sw = Swept::default();
         j.advance(1181, &mut sw);
         assert_eq!(sw.unknown_labels, 0);
         j.advance(1182, &mut sw);
         assert_eq!(sw.unknown_labels, 1);
+        let mut j = cp(j);
         // tombstones are purged after another W+G: "a" (ts 1000) is gone once wm > 1220
         j.advance(1300, &mut sw);
+        let mut j = cp(j);
         assert_eq!(j.backend_mut().join("a", true), Lookup::Missing);
         assert_eq!(j.label(label("a", true, 1300)), LabelOutcome::Waiting);
+        assert_eq!(
+            j.backend().len(),
+            0,
+            "everything older than 2(W+G) is purged"
+        );
+    }
+
+    #[test]
+    fn outcome_table_in_memory() {
+        outcome_table(Joiner::new(&cfg(), MemoryBackend::default()), |j| j);
+    }
+
+    /// The wall-clock deadline: with traffic stopped, entries expire once the mocked wall clock
+    /// has run for idle_after + (W + G) past the last event.
+    #[test]
+    fn expiry_follows_the_wall_clock_when_traffic_stops() {
+        let mut c = cfg();
+        c.idle_after = HumanDuration::from_millis(1000);
+        let mut j = Joiner::new(&c, MemoryBackend::default());
+        let mut sw = Swept::default();
+        assert_eq!(j.insert("a", entry(5000)), InsertOutcome::Stored);
+        j.advance(5000, &mut sw);
+        let wall = 1_000_000;
+        j.tick(wall, true, &mut sw);
+        // Idle, but within idle_after: nothing moves.
+        j.tick(wall + 1000, false, &mut sw);
+        assert!(sw.expired.is_empty());
+        // 110 ms more (W + G) brings the watermark to 5110: not yet past 5000 + 110.
+        j.tick(wall + 1110, false, &mut sw);
+        assert!(sw.expired.is_empty());
+        j.tick(wall + 1111, false, &mut sw);
+        assert_eq!(sw.expired.len(), 1);
+        assert_eq!(j.state().watermark, Some(5111));
+        // New events reset the idle clock.
+        j.advance(5200, &mut sw);
+        j.tick(wall + 5000, true, &mut sw);
+        j.tick(wall + 5500, false, &mut sw);
+        assert_eq!(j.state().watermark, Some(5200));
     }
 
     #[test]

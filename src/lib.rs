@@ -13,6 +13,7 @@
 //! - [`join`]     — what was scored, waiting for its label: join outcomes and the store interface.
 //! - [`engine`]   — the learner that owns the state and applies events and labels in order.
 //! - [`snapshot`] — versioned, checksummed serialization of model, optimizer and scaler state.
+//! - [`store`]    — the disk-backed join store (fjall): shards, overlays, atomic cuts.
 //! - [`simulate`] — a deterministic generator of fraud-like traffic with a known ground truth.
 //! - [`replay`]   — runs the engine over JSONL files exactly as the worker runs it live.
 //! - [`cli`]      — command-line interface.
@@ -31,3 +32,4 @@ pub mod optim;
 pub mod replay;
 pub mod simulate;
 pub mod snapshot;
+pub mod store;

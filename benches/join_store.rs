@@ -1,0 +1,151 @@
+//! Join store figures (a plain main, not criterion: the interesting runs take tens of seconds).
+//!
+//! Run: `cargo bench --bench join_store` (env `STREAMLR_BENCH_PENDING`, default 10 000 000).
+//! Prints: insert + take pairs/s with 30-feature entries; peak RSS and on-disk bytes per entry
+//! with N pending entries; expiry sweep time per 1M entries.
+
+use std::time::Instant;
+
+use streamlr::config::JoinConfig;
+use streamlr::duration::HumanDuration;
+use streamlr::event::Label;
+use streamlr::features::SparseVec;
+use streamlr::join::{Entry, Joiner, Swept};
+use streamlr::simulate::Rng;
+use streamlr::store::{DiskShard, JoinStore};
+
+/// The allocator the binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const COMMIT_EVERY: u64 = 100_000;
+
+fn entry(rng: &mut Rng, ts: i64) -> Entry {
+    let bucket = |k: u32| streamlr::hash::murmur3_32(&k.to_le_bytes(), 0) & ((1 << 20) - 1);
+    let mut x = SparseVec::default();
+    for f in 0..20 {
+        x.idx.push(bucket(f));
+        x.val.push(rng.normal() as f32);
+    }
+    for f in 0..10u32 {
+        x.idx
+            .push(bucket(1000 + f * 1000 + rng.zipf(1000, 1.1) as u32));
+        x.val.push(1.0);
+    }
+    Entry {
+        x,
+        score: rng.uniform(),
+        model_version: 1,
+        event_ts: ts,
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn commit(store: &JoinStore, j: &mut Joiner<DiskShard>, tag: u64) {
+    let state = j.state().clone();
+    if let Err(e) = store.commit(tag, &mut [(j.backend_mut(), &state)]) {
+        eprintln!("commit failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test --benches` / `--list`: nothing to run.
+    }
+    let pending: u64 = std::env::var("STREAMLR_BENCH_PENDING")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let cfg = JoinConfig {
+        window: HumanDuration::from_secs(7 * 86_400),
+        grace: HumanDuration::from_secs(3_600),
+        ..JoinConfig::default()
+    };
+    let mut rng = Rng::new(7);
+
+    // 1. Insert + take: N events then their labels, committing every 100k operations.
+    let n = 1_000_000u64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = JoinStore::open(dir.path(), 64 << 20).expect("open");
+    let (shard, _) = store.shard(0).expect("shard");
+    let mut j = Joiner::new(&cfg, shard);
+    let t = Instant::now();
+    let mut sw = Swept::default();
+    let mut in_commit = 0.0;
+    for i in 0..n {
+        let ts = 1_700_000_000_000 + i as i64;
+        j.insert(&format!("tx-{i}"), entry(&mut rng, ts));
+        j.advance(ts, &mut sw);
+        if (i + 1) % COMMIT_EVERY == 0 {
+            let c = Instant::now();
+            commit(&store, &mut j, i);
+            in_commit += c.elapsed().as_secs_f64();
+        }
+        // The label of an event ~50k events earlier.
+        if i >= 50_000 {
+            let id = format!("tx-{}", i - 50_000);
+            let _ = j.label(Label {
+                id,
+                label: false,
+                ts: None,
+                weight: 1.0,
+            });
+        }
+    }
+    commit(&store, &mut j, n);
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "insert+take: {n} entries (30 features), {:.0} pairs/s ({secs:.2} s, {in_commit:.2} s in commits)",
+        n as f64 / secs
+    );
+    drop(j);
+    drop(store);
+
+    // 2. N pending entries: RSS and bytes on disk; then an expiry sweep of the first 1M.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = JoinStore::open(dir.path(), 64 << 20).expect("open");
+    let (shard, _) = store.shard(0).expect("shard");
+    let mut j = Joiner::new(&cfg, shard);
+    let t = Instant::now();
+    for i in 0..pending {
+        let ts = 1_700_000_000_000 + i as i64;
+        j.insert(&format!("tx-{i:010}"), entry(&mut rng, ts));
+        if (i + 1) % COMMIT_EVERY == 0 {
+            commit(&store, &mut j, i);
+        }
+    }
+    commit(&store, &mut j, pending);
+    let secs = t.elapsed().as_secs_f64();
+    std::thread::sleep(std::time::Duration::from_secs(2)); // let flushes settle before measuring
+    let disk = store.disk_space();
+    println!(
+        "pending: {pending} entries inserted at {:.0}/s; peak RSS {:.0} MiB; {} bytes on disk ({:.1} B/entry)",
+        pending as f64 / secs,
+        peak_rss_mib(),
+        disk,
+        disk as f64 / pending as f64
+    );
+    let sweep = 1_000_000.min(pending);
+    let watermark =
+        1_700_000_000_000 + sweep as i64 + cfg.window.as_millis_i64() + cfg.grace.as_millis_i64();
+    let t = Instant::now();
+    let mut sw = Swept::default();
+    j.advance(watermark, &mut sw);
+    commit(&store, &mut j, pending + 1);
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "expiry sweep: {} entries expired in {secs:.2} s ({:.2} s per 1M, commit included)",
+        sw.expired.len(),
+        secs * 1e6 / sw.expired.len().max(1) as f64
+    );
+}

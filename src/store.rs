@@ -1,0 +1,696 @@
+//! The disk-backed join store: [`JoinBackend`] on fjall, an embedded LSM key-value engine.
+//!
+//! Layout (one fjall keyspace, three partitions, every key prefixed by the 4-byte big-endian
+//! shard number — one shard per Kafka partition, so a partition can be dropped or restored on its
+//! own):
+//!
+//! | partition | key | value |
+//! |---|---|---|
+//! | `entries` | shard ++ id | the slot (postcard): pending entry, or a joined / expired tombstone |
+//! | `by_time` | shard ++ be64(event time, sign-flipped) ++ id | empty: the expiry index |
+//! | `meta`    | shard ++ `joiner` / `cut` | the shard's join state (watermark, waiting labels), the last cut |
+//!
+//! **Atomic cuts.** Changes made between two cuts stay in a per-shard overlay in memory (reads see
+//! it first) and reach fjall in one atomic batch, together with the shards' join state and the cut
+//! record, followed by an fsync of the journal. A crash therefore leaves the store exactly at its
+//! last committed cut: the worker writes its model checkpoint for cut V first, then commits the
+//! store with tag V, and on restart restores the model checkpoint named by the store's tag. The
+//! overlay's size is bounded by how often cuts are taken; fjall's block cache
+//! (`join.cache_bytes`) bounds the rest of the memory.
+//!
+//! **Errors** are fail-stop: an I/O error poisons the shard, its reads then return nothing, and
+//! the next [`JoinStore::commit`] fails, so nothing computed after the error becomes durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use fjall::{
+    CompressionType, Config as FjallConfig, Keyspace, PartitionCreateOptions, PartitionHandle,
+    PersistMode,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::join::{Expired, JoinBackend, JoinerState, Lookup, Slot};
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage engine failed (I/O, corruption).
+    #[error("join store: {0}")]
+    Engine(String),
+    /// A value did not decode.
+    #[error("join store: undecodable value: {0}")]
+    Decode(String),
+    /// A shard hit an error earlier; nothing after it may become durable.
+    #[error("join store shard {shard} failed earlier: {error}")]
+    Poisoned {
+        /// The shard.
+        shard: u32,
+        /// The first error it hit.
+        error: String,
+    },
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}
+
+/// The record of a committed cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    /// Commit sequence number, +1 per commit.
+    pub seq: u64,
+    /// The caller's tag for this cut (the worker: the checkpoint version written with it).
+    pub tag: u64,
+}
+
+/// The store: one fjall keyspace shared by all shards.
+#[derive(Clone)]
+pub struct JoinStore {
+    keyspace: Keyspace,
+    entries: PartitionHandle,
+    by_time: PartitionHandle,
+    meta: PartitionHandle,
+}
+
+impl std::fmt::Debug for JoinStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinStore").finish_non_exhaustive()
+    }
+}
+
+const CUT_KEY: &[u8] = b"\xff\xff\xff\xffcut";
+
+fn shard_prefix(shard: u32) -> [u8; 4] {
+    shard.to_be_bytes()
+}
+
+fn entry_key(shard: u32, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + id.len());
+    k.extend_from_slice(&shard_prefix(shard));
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Event times sort as unsigned big-endian after flipping the sign bit.
+fn time_bytes(ts: i64) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_key(shard: u32, ts: i64, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + id.len());
+    k.extend_from_slice(&shard_prefix(shard));
+    k.extend_from_slice(&time_bytes(ts));
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn parse_time_key(k: &[u8]) -> Option<(i64, String)> {
+    let t: [u8; 8] = k.get(4..12)?.try_into().ok()?;
+    let ts = (u64::from_be_bytes(t) ^ (1 << 63)) as i64;
+    let id = std::str::from_utf8(k.get(12..)?).ok()?.to_string();
+    Some((ts, id))
+}
+
+fn meta_key(shard: u32) -> Vec<u8> {
+    let mut k = shard_prefix(shard).to_vec();
+    k.extend_from_slice(b"joiner");
+    k
+}
+
+/// A shard's state as committed in `meta`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ShardMeta {
+    len: u64,
+    joiner: Option<JoinerState>,
+}
+
+impl JoinStore {
+    /// Opens (or creates) the store in `dir` with a block cache of `cache_bytes`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let keyspace = FjallConfig::new(dir)
+            .cache_size(cache_bytes)
+            .manual_journal_persist(true)
+            .open()?;
+        let opts = || {
+            PartitionCreateOptions::default()
+                .manual_journal_persist(true)
+                .compression(CompressionType::Lz4)
+                .max_memtable_size(8 << 20)
+        };
+        let entries = keyspace.open_partition("entries", opts())?;
+        let by_time = keyspace.open_partition("by_time", opts())?;
+        let meta = keyspace.open_partition("meta", opts())?;
+        Ok(Self {
+            keyspace,
+            entries,
+            by_time,
+            meta,
+        })
+    }
+
+    /// The last committed cut (`None` for a new store).
+    pub fn last_cut(&self) -> Result<Option<Cut>, StoreError> {
+        match self.meta.get(CUT_KEY)? {
+            Some(v) => Ok(Some(
+                postcard::from_bytes(&v).map_err(|e| StoreError::Decode(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens `shard` as of the last cut, with its committed join state (if any).
+    pub fn shard(&self, shard: u32) -> Result<(DiskShard, Option<JoinerState>), StoreError> {
+        let meta: ShardMeta = match self.meta.get(meta_key(shard))? {
+            Some(v) => postcard::from_bytes(&v).map_err(|e| StoreError::Decode(e.to_string()))?,
+            None => ShardMeta::default(),
+        };
+        let s = DiskShard {
+            shard,
+            entries: self.entries.clone(),
+            by_time: self.by_time.clone(),
+            slots: HashMap::new(),
+            times: BTreeMap::new(),
+            len: meta.len,
+            expire_floor: None,
+            purge_floor: None,
+            error: None,
+        };
+        Ok((s, meta.joiner))
+    }
+
+    /// Commits the shards' pending changes and join states, and the cut record `tag`, in one
+    /// atomic batch, then syncs the journal to disk. Returns the new cut.
+    pub fn commit(
+        &self,
+        tag: u64,
+        shards: &mut [(&mut DiskShard, &JoinerState)],
+    ) -> Result<Cut, StoreError> {
+        for (s, _) in shards.iter() {
+            if let Some(error) = &s.error {
+                return Err(StoreError::Poisoned {
+                    shard: s.shard,
+                    error: error.clone(),
+                });
+            }
+        }
+        let cut = Cut {
+            seq: self.last_cut()?.map_or(1, |c| c.seq + 1),
+            tag,
+        };
+        let mut batch = self.keyspace.batch();
+        for (s, joiner) in shards.iter_mut() {
+            for (id, slot) in s.slots.drain() {
+                let key = entry_key(s.shard, &id);
+                match slot {
+                    Some(slot) => batch.insert(&self.entries, key, encode_slot(&slot)),
+                    None => batch.remove(&self.entries, key),
+                }
+            }
+            for ((ts, id), present) in std::mem::take(&mut s.times) {
+                let key = time_key(s.shard, ts, &id);
+                if present {
+                    batch.insert(&self.by_time, key, [])
+                } else {
+                    batch.remove(&self.by_time, key)
+                }
+            }
+            let meta = ShardMeta {
+                len: s.len,
+                joiner: Some((*joiner).clone()),
+            };
+            batch.insert(
+                &self.meta,
+                meta_key(s.shard),
+                postcard::to_stdvec(&meta).unwrap_or_default(),
+            );
+            s.expire_floor = None;
+            s.purge_floor = None;
+        }
+        batch.insert(
+            &self.meta,
+            CUT_KEY,
+            postcard::to_stdvec(&cut).unwrap_or_default(),
+        );
+        batch.commit()?;
+        self.keyspace.persist(PersistMode::SyncAll)?;
+        Ok(cut)
+    }
+
+    /// Deletes everything of `shard` (a partition that moved away), durably.
+    pub fn drop_shard(&self, shard: u32) -> Result<(), StoreError> {
+        let prefix = shard_prefix(shard);
+        let mut batch = self.keyspace.batch();
+        for p in [&self.entries, &self.by_time, &self.meta] {
+            for kv in p.prefix(prefix) {
+                let (k, _) = kv?;
+                batch.remove(p, k);
+            }
+        }
+        batch.commit()?;
+        self.keyspace.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Bytes on disk.
+    pub fn disk_space(&self) -> u64 {
+        self.keyspace.disk_space()
+    }
+}
+
+fn encode_slot(slot: &Slot) -> Vec<u8> {
+    postcard::to_stdvec(slot).unwrap_or_default()
+}
+
+/// One shard of the store: the committed state in fjall plus the changes since the last cut.
+pub struct DiskShard {
+    shard: u32,
+    entries: PartitionHandle,
+    by_time: PartitionHandle,
+    /// Changed slots since the last cut (`None` = deleted).
+    slots: HashMap<Box<str>, Option<Slot>>,
+    /// Changed index keys since the last cut (false = deleted).
+    times: BTreeMap<(i64, Box<str>), bool>,
+    len: u64,
+    /// No committed index key has a time in (last expiry bound, this): expiry can skip the disk.
+    expire_floor: Option<i64>,
+    /// The same for purging.
+    purge_floor: Option<i64>,
+    error: Option<String>,
+}
+
+impl std::fmt::Debug for DiskShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskShard")
+            .field("shard", &self.shard)
+            .field("len", &self.len)
+            .field("uncommitted", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DiskShard {
+    fn poison(&mut self, e: impl std::fmt::Display) {
+        if self.error.is_none() {
+            self.error = Some(e.to_string());
+        }
+    }
+
+    fn get(&mut self, id: &str) -> Option<Slot> {
+        if let Some(s) = self.slots.get(id) {
+            return s.clone();
+        }
+        match self.entries.get(entry_key(self.shard, id)) {
+            Ok(Some(v)) => match postcard::from_bytes(&v) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.poison(format!("entry {id:?}: {e}"));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                self.poison(e);
+                None
+            }
+        }
+    }
+
+    fn set(&mut self, id: &str, slot: Option<Slot>) {
+        self.slots.insert(id.into(), slot);
+    }
+
+    /// Ids with event time in (`after`, `until`], committed and uncommitted, in time order,
+    /// and the first committed time beyond `until` (`i64::MAX` if none; `None` if the disk was
+    /// skipped or failed).
+    fn ids_between(
+        &mut self,
+        after: i64,
+        until: i64,
+        skip_disk: bool,
+    ) -> (Vec<(i64, String)>, Option<i64>) {
+        let mut floor = None;
+        let mut found: BTreeMap<(i64, String), ()> = BTreeMap::new();
+        if !skip_disk {
+            let lo = time_key(self.shard, after.saturating_add(1), "");
+            let hi = time_key(self.shard.wrapping_add(1), i64::MIN, "");
+            let upper = if self.shard == u32::MAX {
+                None
+            } else {
+                Some(hi)
+            };
+            let iter: Box<dyn Iterator<Item = fjall::Result<fjall::KvPair>>> = match upper {
+                Some(hi) => Box::new(self.by_time.range(lo..hi)),
+                None => Box::new(self.by_time.range(lo..)),
+            };
+            let mut next_floor = None;
+            for kv in iter {
+                match kv {
+                    Ok((k, _)) => match parse_time_key(&k) {
+                        Some((ts, _)) if ts > until => {
+                            next_floor = Some(ts);
+                            break;
+                        }
+                        Some((ts, id)) => {
+                            found.insert((ts, id), ());
+                        }
+                        None => self.poison("malformed index key"),
+                    },
+                    Err(e) => {
+                        self.poison(e);
+                        break;
+                    }
+                }
+            }
+            if self.error.is_none() {
+                floor = next_floor.or(Some(i64::MAX));
+            }
+        }
+        let lo = (after.saturating_add(1), Box::<str>::from(""));
+        for ((ts, id), present) in self.times.range(lo..) {
+            if *ts > until {
+                break;
+            }
+            let key = (*ts, id.to_string());
+            if *present {
+                found.insert(key, ())
+            } else {
+                found.remove(&key)
+            };
+        }
+        (found.into_keys().collect(), floor)
+    }
+
+    /// Every slot with its id (committed and uncommitted), for tests and tools.
+    pub fn slots(&mut self) -> BTreeMap<String, Slot> {
+        let mut out = BTreeMap::new();
+        let (ids, _) = self.ids_between(i64::MIN, i64::MAX, false);
+        for (_, id) in ids {
+            if let Some(s) = self.get(&id) {
+                out.insert(id, s);
+            }
+        }
+        out
+    }
+
+    /// Changes not yet committed (slots touched since the last cut).
+    pub fn uncommitted(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The first error this shard hit, if any.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+}
+
+impl JoinBackend for DiskShard {
+    fn insert(&mut self, id: &str, slot: Slot) -> bool {
+        if self.get(id).is_some() {
+            return false;
+        }
+        let ts = slot.event_ts();
+        self.times.insert((ts, id.into()), true);
+        self.set(id, Some(slot));
+        self.len += 1;
+        true
+    }
+
+    fn join(&mut self, id: &str, label: bool) -> Lookup {
+        match self.get(id) {
+            Some(Slot::Pending(e)) => {
+                self.set(
+                    id,
+                    Some(Slot::Joined {
+                        label,
+                        event_ts: e.event_ts,
+                    }),
+                );
+                Lookup::Joined(*e)
+            }
+            Some(Slot::Joined { label: l, .. }) => Lookup::AlreadyJoined(l),
+            Some(Slot::Expired { .. }) => Lookup::Expired,
+            None => Lookup::Missing,
+        }
+    }
+
+    fn expire(&mut self, after: i64, until: i64, out: &mut Vec<Expired>) {
+        let skip_disk = self.expire_floor.is_some_and(|f| f > until);
+        let (ids, floor) = self.ids_between(after, until, skip_disk);
+        if !skip_disk {
+            self.expire_floor = floor;
+        }
+        for (ts, id) in ids {
+            if let Some(Slot::Pending(entry)) = self.get(&id) {
+                self.set(&id, Some(Slot::Expired { event_ts: ts }));
+                out.push(Expired { id, entry: *entry });
+            }
+        }
+    }
+
+    fn purge(&mut self, after: i64, until: i64) {
+        let skip_disk = self.purge_floor.is_some_and(|f| f > until);
+        let (ids, floor) = self.ids_between(after, until, skip_disk);
+        if !skip_disk {
+            self.purge_floor = floor;
+        }
+        for (ts, id) in ids {
+            if self.get(&id).is_some() {
+                self.len = self.len.saturating_sub(1);
+            }
+            self.set(&id, None);
+            self.times.insert((ts, id.into()), false);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::JoinConfig;
+    use crate::join::tests::{cfg, entry, label, outcome_table};
+    use crate::join::{InsertOutcome, Joiner, MemoryBackend, Swept};
+    use proptest::prelude::*;
+
+    fn reopen(store: &JoinStore, shard: u32, c: &JoinConfig) -> Joiner<DiskShard> {
+        let (s, state) = store.shard(shard).expect("shard");
+        let mut j = Joiner::new(c, s);
+        if let Some(state) = state {
+            j.restore_state(state);
+        }
+        j
+    }
+
+    fn commit(store: &JoinStore, j: &mut Joiner<DiskShard>, tag: u64) -> Cut {
+        let state = j.state().clone();
+        store
+            .commit(tag, &mut [(j.backend_mut(), &state)])
+            .expect("commit")
+    }
+
+    /// Every outcome of the join table, with a commit and a reopen from disk between steps.
+    #[test]
+    fn outcome_table_on_disk_across_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = JoinStore::open(dir.path(), 1 << 20).expect("open");
+        let c = cfg();
+        let mut tag = 0;
+        outcome_table(reopen(&store, 3, &c), |mut j| {
+            tag += 1;
+            commit(&store, &mut j, tag);
+            reopen(&store, 3, &c)
+        });
+        assert_eq!(store.last_cut().expect("cut").map(|c| c.tag), Some(tag));
+    }
+
+    /// The same table without reopening: reads see uncommitted changes.
+    #[test]
+    fn outcome_table_on_disk_uncommitted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = JoinStore::open(dir.path(), 1 << 20).expect("open");
+        outcome_table(reopen(&store, 0, &cfg()), |j| j);
+    }
+
+    #[test]
+    fn uncommitted_changes_are_lost_on_reopen_and_shards_are_independent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg();
+        {
+            let store = JoinStore::open(dir.path(), 1 << 20).expect("open");
+            let mut a = reopen(&store, 1, &c);
+            let mut b = reopen(&store, 2, &c);
+            assert_eq!(a.insert("x", entry(10)), InsertOutcome::Stored);
+            assert_eq!(b.insert("x", entry(20)), InsertOutcome::Stored);
+            let (sa, sb) = (a.state().clone(), b.state().clone());
+            store
+                .commit(7, &mut [(a.backend_mut(), &sa), (b.backend_mut(), &sb)])
+                .expect("commit");
+            assert_eq!(a.insert("y", entry(11)), InsertOutcome::Stored);
+            store.drop_shard(2).expect("drop");
+        }
+        let store = JoinStore::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(store.last_cut().expect("cut"), Some(Cut { seq: 1, tag: 7 }));
+        let mut a = reopen(&store, 1, &c);
+        assert_eq!(
+            a.backend_mut().slots().keys().collect::<Vec<_>>(),
+            vec!["x"],
+            "y was never committed"
+        );
+        assert_eq!(a.backend().len(), 1);
+        let mut b = reopen(&store, 2, &c);
+        assert!(b.backend_mut().slots().is_empty(), "shard 2 was dropped");
+        assert!(b.state().watermark.is_none());
+    }
+
+    /// A plain reference model: a hash map, and expiry by scanning and sorting everything.
+    #[derive(Debug, Clone, Default)]
+    struct PlainBackend {
+        slots: std::collections::HashMap<String, Slot>,
+    }
+
+    impl JoinBackend for PlainBackend {
+        fn insert(&mut self, id: &str, slot: Slot) -> bool {
+            if self.slots.contains_key(id) {
+                return false;
+            }
+            self.slots.insert(id.to_string(), slot);
+            true
+        }
+        fn join(&mut self, id: &str, label: bool) -> Lookup {
+            match self.slots.get(id).cloned() {
+                Some(Slot::Pending(e)) => {
+                    self.slots.insert(
+                        id.to_string(),
+                        Slot::Joined {
+                            label,
+                            event_ts: e.event_ts,
+                        },
+                    );
+                    Lookup::Joined(*e)
+                }
+                Some(Slot::Joined { label, .. }) => Lookup::AlreadyJoined(label),
+                Some(Slot::Expired { .. }) => Lookup::Expired,
+                None => Lookup::Missing,
+            }
+        }
+        fn expire(&mut self, after: i64, until: i64, out: &mut Vec<Expired>) {
+            let mut due: Vec<(i64, String)> = self
+                .slots
+                .iter()
+                .filter(|(_, s)| {
+                    matches!(s, Slot::Pending(_)) && s.event_ts() > after && s.event_ts() <= until
+                })
+                .map(|(id, s)| (s.event_ts(), id.clone()))
+                .collect();
+            due.sort();
+            for (ts, id) in due {
+                if let Some(Slot::Pending(e)) = self
+                    .slots
+                    .insert(id.clone(), Slot::Expired { event_ts: ts })
+                {
+                    out.push(Expired { id, entry: *e });
+                }
+            }
+        }
+        fn purge(&mut self, _after: i64, until: i64) {
+            self.slots.retain(|_, s| s.event_ts() > until);
+        }
+        fn len(&self) -> usize {
+            self.slots.len()
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Event(u8, i64),
+        Label(u8, bool, i64),
+        Advance(i64),
+        Commit,
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..24, -60i64..60).prop_map(|(i, d)| Op::Event(i, d)),
+            4 => (0u8..24, any::<bool>(), -60i64..60).prop_map(|(i, y, d)| Op::Label(i, y, d)),
+            2 => (0i64..80).prop_map(Op::Advance),
+            1 => Just(Op::Commit),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Random interleavings of events, labels, watermark moves, commits and crashes
+        /// (reopening without committing): the disk store, the in-memory store and the plain
+        /// model give the same outcome at every step and hold the same slots at the end.
+        #[test]
+        fn disk_and_memory_match_the_plain_model(ops in prop::collection::vec(op(), 1..160)) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = JoinStore::open(dir.path(), 1 << 20).expect("open");
+            let c = cfg();
+            let mut disk = reopen(&store, 0, &c);
+            let mut mem = Joiner::new(&c, MemoryBackend::default());
+            let mut plain = Joiner::new(&c, PlainBackend::default());
+            let (mut mem_cut, mut plain_cut) = (mem.clone(), plain.clone());
+            let mut now = 1000i64;
+            for (k, op) in ops.iter().enumerate() {
+                match op {
+                    Op::Event(i, d) => {
+                        let ts = now + d;
+                        let id = format!("id{i}");
+                        let (a, b, p) = (disk.insert(&id, entry(ts)), mem.insert(&id, entry(ts)), plain.insert(&id, entry(ts)));
+                        prop_assert_eq!(&a, &p, "op {}", k);
+                        prop_assert_eq!(&b, &p, "op {}", k);
+                        let (mut sa, mut sb, mut sp) = (Swept::default(), Swept::default(), Swept::default());
+                        disk.advance(ts, &mut sa);
+                        mem.advance(ts, &mut sb);
+                        plain.advance(ts, &mut sp);
+                        prop_assert_eq!(&sa, &sp);
+                        prop_assert_eq!(&sb, &sp);
+                    }
+                    Op::Label(i, y, d) => {
+                        let l = label(&format!("id{i}"), *y, now + d);
+                        let (a, b, p) = (disk.label(l.clone()), mem.label(l.clone()), plain.label(l));
+                        prop_assert_eq!(&a, &p, "op {}", k);
+                        prop_assert_eq!(&b, &p, "op {}", k);
+                    }
+                    Op::Advance(d) => {
+                        now += d;
+                        let (mut sa, mut sb, mut sp) = (Swept::default(), Swept::default(), Swept::default());
+                        disk.advance(now, &mut sa);
+                        mem.advance(now, &mut sb);
+                        plain.advance(now, &mut sp);
+                        prop_assert_eq!(&sa, &sp);
+                        prop_assert_eq!(&sb, &sp);
+                    }
+                    Op::Commit => {
+                        commit(&store, &mut disk, k as u64);
+                        mem_cut = mem.clone();
+                        plain_cut = plain.clone();
+                    }
+                    Op::Reopen => {
+                        // A crash: everything since the last commit is gone, everywhere.
+                        disk = reopen(&store, 0, &c);
+                        mem = mem_cut.clone();
+                        plain = plain_cut.clone();
+                    }
+                }
+            }
+            let mut want: Vec<(String, Slot)> = plain.backend().slots.clone().into_iter().collect();
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            let got: Vec<(String, Slot)> = disk.backend_mut().slots().into_iter().collect();
+            prop_assert_eq!(&got, &want);
+            let got: Vec<(String, Slot)> = mem.backend().slots().into_iter().collect();
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(disk.backend().len(), want.len());
+            prop_assert_eq!(disk.state(), plain.state());
+        }
+    }
+}
