@@ -64,3 +64,62 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect()
 }
+
+/// A local Kafka-protocol broker (tansu, memory storage) started by `scripts/broker.sh` on a free
+/// loopback port; stopped (by its pid, through the same script) when dropped.
+#[derive(Debug)]
+pub struct Broker {
+    dir: tempfile::TempDir,
+    /// `host:port` to bootstrap from.
+    pub bootstrap: String,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh")
+}
+
+impl Broker {
+    /// Starts a broker.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("broker.sh");
+        assert!(
+            out.status.success(),
+            "broker did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Self { dir, bootstrap }
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn topic(&self, name: &str, partitions: u32) {
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["topic"])
+            .arg(self.dir.path())
+            .args([name, &partitions.to_string()])
+            .output()
+            .expect("broker.sh topic");
+        assert!(
+            out.status.success(),
+            "topic {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
