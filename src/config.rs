@@ -441,6 +441,10 @@ pub struct JoinConfig {
     pub idle_after: HumanDuration,
     /// Block cache of the disk-backed join store, in bytes.
     pub cache_bytes: u64,
+    /// How many cuts back the disk store can be rolled back (its undo log), so a worker whose
+    /// latest checkpoint is unreadable can restart from the previous one. 0 turns the undo log
+    /// off, which roughly doubles the store's write throughput.
+    pub rollback_cuts: u64,
 }
 
 impl Default for JoinConfig {
@@ -454,6 +458,7 @@ impl Default for JoinConfig {
             max_waiting_labels: 100_000,
             idle_after: HumanDuration::from_secs(300),
             cache_bytes: 64 << 20,
+            rollback_cuts: 1,
         }
     }
 }

@@ -16,8 +16,10 @@
 //! - [`store`]    — the disk-backed join store (fjall): shards, overlays, atomic cuts.
 //! - [`simulate`] — a deterministic generator of fraud-like traffic with a known ground truth.
 //! - [`replay`]   — runs the engine over JSONL files exactly as the worker runs it live.
+//! - [`checkpoint`] — versioned, checksummed checkpoint files: write, list, verify, roll back.
 //! - [`cli`]      — command-line interface.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod duration;

@@ -73,6 +73,29 @@ pub struct JoinStore {
     entries: PartitionHandle,
     by_time: PartitionHandle,
     meta: PartitionHandle,
+    /// The undo log (only with `keep_cuts > 0`).
+    undo: Option<PartitionHandle>,
+    keep_cuts: u64,
+}
+
+/// One before-image in the undo log: what a key held before a cut changed it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UndoRecord {
+    part: u8,
+    key: Vec<u8>,
+    before: Option<Vec<u8>>,
+}
+
+const PART_ENTRIES: u8 = 0;
+const PART_TIME: u8 = 1;
+const PART_META: u8 = 2;
+
+fn undo_key(seq: u64, shard: u32, n: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(&shard.to_be_bytes());
+    k.extend_from_slice(&n.to_be_bytes());
+    k
 }
 
 impl std::fmt::Debug for JoinStore {
@@ -128,8 +151,10 @@ struct ShardMeta {
 }
 
 impl JoinStore {
-    /// Opens (or creates) the store in `dir` with a block cache of `cache_bytes`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store in `dir` with a block cache of `cache_bytes`, keeping the
+    /// undo log of the last `keep_cuts` cuts so it can roll back that far (0: no undo log, no
+    /// rollback, and commits write half as much).
+    pub fn open(dir: &Path, cache_bytes: u64, keep_cuts: u64) -> Result<Self, StoreError> {
         let keyspace = FjallConfig::new(dir)
             .cache_size(cache_bytes)
             .manual_journal_persist(true)
@@ -143,11 +168,18 @@ impl JoinStore {
         let entries = keyspace.open_partition("entries", opts())?;
         let by_time = keyspace.open_partition("by_time", opts())?;
         let meta = keyspace.open_partition("meta", opts())?;
+        let undo = if keep_cuts > 0 {
+            Some(keyspace.open_partition("undo", opts())?)
+        } else {
+            None
+        };
         Ok(Self {
             keyspace,
             entries,
             by_time,
             meta,
+            undo,
+            keep_cuts: keep_cuts.max(1),
         })
     }
 
@@ -173,6 +205,10 @@ impl JoinStore {
             by_time: self.by_time.clone(),
             slots: HashMap::new(),
             times: BTreeMap::new(),
+            before: HashMap::new(),
+            times_before: HashMap::new(),
+            last_read: None,
+            track_before: self.keep_cuts > 0,
             len: meta.len,
             expire_floor: None,
             purge_floor: None,
@@ -182,7 +218,8 @@ impl JoinStore {
     }
 
     /// Commits the shards' pending changes and join states, and the cut record `tag`, in one
-    /// atomic batch, then syncs the journal to disk. Returns the new cut.
+    /// atomic batch with the undo log (the before-image of every key it changes), then syncs the
+    /// journal to disk. Returns the new cut.
     pub fn commit(
         &self,
         tag: u64,
@@ -201,42 +238,140 @@ impl JoinStore {
             tag,
         };
         let mut batch = self.keyspace.batch();
+        let mut n = 0u32;
+        let keep = self.undo.is_some();
+        let mut undo = |batch: &mut fjall::Batch,
+                        shard: u32,
+                        part: u8,
+                        key: &[u8],
+                        before: Option<Vec<u8>>| {
+            let Some(log) = &self.undo else { return };
+            let rec = UndoRecord {
+                part,
+                key: key.to_vec(),
+                before,
+            };
+            batch.insert(
+                log,
+                undo_key(cut.seq, shard, n),
+                postcard::to_stdvec(&rec).unwrap_or_default(),
+            );
+            n += 1;
+        };
         for (s, joiner) in shards.iter_mut() {
             for (id, slot) in s.slots.drain() {
                 let key = entry_key(s.shard, &id);
+                let before = s.before.remove(&id).flatten();
+                undo(&mut batch, s.shard, PART_ENTRIES, &key, before);
                 match slot {
                     Some(slot) => batch.insert(&self.entries, key, encode_slot(&slot)),
                     None => batch.remove(&self.entries, key),
                 }
             }
+            s.before.clear();
             for ((ts, id), present) in std::mem::take(&mut s.times) {
                 let key = time_key(s.shard, ts, &id);
+                let before = s.times_before.remove(&(ts, id)).unwrap_or(false);
+                undo(&mut batch, s.shard, PART_TIME, &key, before.then(Vec::new));
                 if present {
                     batch.insert(&self.by_time, key, [])
                 } else {
                     batch.remove(&self.by_time, key)
                 }
             }
+            s.times_before.clear();
+            s.last_read = None;
+            let mkey = meta_key(s.shard);
+            let before = if keep {
+                self.meta.get(&mkey)?.map(|v| v.to_vec())
+            } else {
+                None
+            };
+            undo(&mut batch, s.shard, PART_META, &mkey, before);
             let meta = ShardMeta {
                 len: s.len,
                 joiner: Some((*joiner).clone()),
             };
             batch.insert(
                 &self.meta,
-                meta_key(s.shard),
+                mkey,
                 postcard::to_stdvec(&meta).unwrap_or_default(),
             );
             s.expire_floor = None;
             s.purge_floor = None;
         }
+        let before = self.meta.get(CUT_KEY)?.map(|v| v.to_vec());
+        undo(&mut batch, u32::MAX, PART_META, CUT_KEY, before);
         batch.insert(
             &self.meta,
             CUT_KEY,
             postcard::to_stdvec(&cut).unwrap_or_default(),
         );
+        // Forget the undo log beyond the retained cuts.
+        if let Some(log) = &self.undo {
+            if cut.seq > self.keep_cuts {
+                for kv in log.prefix((cut.seq - self.keep_cuts).to_be_bytes()) {
+                    let (k, _) = kv?;
+                    batch.remove(log, k);
+                }
+            }
+        }
         batch.commit()?;
         self.keyspace.persist(PersistMode::SyncAll)?;
         Ok(cut)
+    }
+
+    /// Rolls the whole store back to the committed cut `seq` (one of the last `keep_cuts`),
+    /// durably. Open shards must be reopened afterwards.
+    pub fn rollback_to(&self, seq: u64) -> Result<Cut, StoreError> {
+        let current = self.last_cut()?.map_or(0, |c| c.seq);
+        let Some(log) = &self.undo else {
+            return Err(StoreError::Engine(
+                "the store keeps no undo log (join.rollback_cuts = 0)".into(),
+            ));
+        };
+        // The undo log covers the cuts from the oldest one it holds to `current`, contiguously.
+        let oldest = match log.iter().next() {
+            Some(kv) => {
+                let (k, _) = kv?;
+                k.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(current + 1, u64::from_be_bytes)
+            }
+            None => current + 1,
+        };
+        if seq > current || seq + 1 < oldest {
+            return Err(StoreError::Engine(format!(
+                "cut {seq} is not retained (last cut {current}; the undo log reaches back to cut {})",
+                oldest.saturating_sub(1)
+            )));
+        }
+        // Newest cut first, so each key ends at its before-image of the oldest undone cut.
+        let mut images: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
+        let mut batch = self.keyspace.batch();
+        for undone in (seq + 1..=current).rev() {
+            for kv in log.prefix(undone.to_be_bytes()) {
+                let (k, v) = kv?;
+                let rec: UndoRecord =
+                    postcard::from_bytes(&v).map_err(|e| StoreError::Decode(e.to_string()))?;
+                images.insert((rec.part, rec.key), rec.before);
+                batch.remove(log, k);
+            }
+        }
+        for ((part, key), before) in images {
+            let p = match part {
+                PART_ENTRIES => &self.entries,
+                PART_TIME => &self.by_time,
+                _ => &self.meta,
+            };
+            match before {
+                Some(v) => batch.insert(p, key, v),
+                None => batch.remove(p, key),
+            }
+        }
+        batch.commit()?;
+        self.keyspace.persist(PersistMode::SyncAll)?;
+        Ok(self.last_cut()?.unwrap_or_default())
     }
 
     /// Deletes everything of `shard` (a partition that moved away), durably.
@@ -247,6 +382,15 @@ impl JoinStore {
             for kv in p.prefix(prefix) {
                 let (k, _) = kv?;
                 batch.remove(p, k);
+            }
+        }
+        // A dropped shard is not restored by a rollback: forget its before-images.
+        if let Some(log) = &self.undo {
+            for kv in log.iter() {
+                let (k, _) = kv?;
+                if k.get(8..12) == Some(&prefix[..]) {
+                    batch.remove(log, k);
+                }
             }
         }
         batch.commit()?;
@@ -273,6 +417,14 @@ pub struct DiskShard {
     slots: HashMap<Box<str>, Option<Slot>>,
     /// Changed index keys since the last cut (false = deleted).
     times: BTreeMap<(i64, Box<str>), bool>,
+    /// Committed bytes of each changed slot before its first change since the last cut.
+    before: HashMap<Box<str>, Option<Vec<u8>>>,
+    /// Whether each changed index key was committed before its first change.
+    times_before: HashMap<(i64, Box<str>), bool>,
+    /// The last committed slot read from disk (id, raw bytes): its before-image if it changes.
+    last_read: Option<(Box<str>, Option<Vec<u8>>)>,
+    /// Whether the store keeps an undo log (and so needs before-images).
+    track_before: bool,
     len: u64,
     /// No committed index key has a time in (last expiry bound, this): expiry can skip the disk.
     expire_floor: Option<i64>,
@@ -303,14 +455,24 @@ impl DiskShard {
             return s.clone();
         }
         match self.entries.get(entry_key(self.shard, id)) {
-            Ok(Some(v)) => match postcard::from_bytes(&v) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    self.poison(format!("entry {id:?}: {e}"));
-                    None
+            Ok(Some(v)) => {
+                if self.track_before {
+                    self.last_read = Some((id.into(), Some(v.to_vec())));
                 }
-            },
-            Ok(None) => None,
+                match postcard::from_bytes(&v) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.poison(format!("entry {id:?}: {e}"));
+                        None
+                    }
+                }
+            }
+            Ok(None) => {
+                if self.track_before {
+                    self.last_read = Some((id.into(), None));
+                }
+                None
+            }
             Err(e) => {
                 self.poison(e);
                 None
@@ -318,8 +480,30 @@ impl DiskShard {
         }
     }
 
+    /// Changes a slot, remembering its committed bytes on its first change since the cut.
     fn set(&mut self, id: &str, slot: Option<Slot>) {
+        if self.track_before && !self.before.contains_key(id) {
+            let before = match self.last_read.take() {
+                Some((rid, bytes)) if *rid == *id => bytes,
+                _ => match self.entries.get(entry_key(self.shard, id)) {
+                    Ok(v) => v.map(|v| v.to_vec()),
+                    Err(e) => {
+                        self.poison(e);
+                        None
+                    }
+                },
+            };
+            self.before.insert(id.into(), before);
+        }
         self.slots.insert(id.into(), slot);
+    }
+
+    /// Changes an index key, remembering whether it was committed on its first change.
+    fn set_time(&mut self, ts: i64, id: &str, present: bool, committed: bool) {
+        self.times_before
+            .entry((ts, id.into()))
+            .or_insert(committed);
+        self.times.insert((ts, id.into()), present);
     }
 
     /// Ids with event time in (`after`, `until`], committed and uncommitted, in time order,
@@ -412,7 +596,8 @@ impl JoinBackend for DiskShard {
             return false;
         }
         let ts = slot.event_ts();
-        self.times.insert((ts, id.into()), true);
+        // The id was absent, so its index key was too.
+        self.set_time(ts, id, true, false);
         self.set(id, Some(slot));
         self.len += 1;
         true
@@ -460,8 +645,9 @@ impl JoinBackend for DiskShard {
             if self.get(&id).is_some() {
                 self.len = self.len.saturating_sub(1);
             }
+            // Not changed since the cut means it came from the disk: it was committed.
+            self.set_time(ts, &id, false, true);
             self.set(&id, None);
-            self.times.insert((ts, id.into()), false);
         }
     }
 
@@ -498,7 +684,7 @@ mod tests {
     #[test]
     fn outcome_table_on_disk_across_reopens() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = JoinStore::open(dir.path(), 1 << 20).expect("open");
+        let store = JoinStore::open(dir.path(), 1 << 20, 4).expect("open");
         let c = cfg();
         let mut tag = 0;
         outcome_table(reopen(&store, 3, &c), |mut j| {
@@ -513,7 +699,7 @@ mod tests {
     #[test]
     fn outcome_table_on_disk_uncommitted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = JoinStore::open(dir.path(), 1 << 20).expect("open");
+        let store = JoinStore::open(dir.path(), 1 << 20, 4).expect("open");
         outcome_table(reopen(&store, 0, &cfg()), |j| j);
     }
 
@@ -522,7 +708,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = cfg();
         {
-            let store = JoinStore::open(dir.path(), 1 << 20).expect("open");
+            let store = JoinStore::open(dir.path(), 1 << 20, 4).expect("open");
             let mut a = reopen(&store, 1, &c);
             let mut b = reopen(&store, 2, &c);
             assert_eq!(a.insert("x", entry(10)), InsertOutcome::Stored);
@@ -534,7 +720,7 @@ mod tests {
             assert_eq!(a.insert("y", entry(11)), InsertOutcome::Stored);
             store.drop_shard(2).expect("drop");
         }
-        let store = JoinStore::open(dir.path(), 1 << 20).expect("reopen");
+        let store = JoinStore::open(dir.path(), 1 << 20, 4).expect("reopen");
         assert_eq!(store.last_cut().expect("cut"), Some(Cut { seq: 1, tag: 7 }));
         let mut a = reopen(&store, 1, &c);
         assert_eq!(
@@ -613,6 +799,7 @@ mod tests {
         Advance(i64),
         Commit,
         Reopen,
+        Rollback(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -620,8 +807,9 @@ mod tests {
             4 => (0u8..24, -60i64..60).prop_map(|(i, d)| Op::Event(i, d)),
             4 => (0u8..24, any::<bool>(), -60i64..60).prop_map(|(i, y, d)| Op::Label(i, y, d)),
             2 => (0i64..80).prop_map(Op::Advance),
-            1 => Just(Op::Commit),
+            2 => Just(Op::Commit),
             1 => Just(Op::Reopen),
+            1 => (0u64..6).prop_map(Op::Rollback),
         ]
     }
 
@@ -633,12 +821,16 @@ mod tests {
         #[test]
         fn disk_and_memory_match_the_plain_model(ops in prop::collection::vec(op(), 1..160)) {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = JoinStore::open(dir.path(), 1 << 20).expect("open");
+            let store = JoinStore::open(dir.path(), 1 << 20, 4).expect("open");
             let c = cfg();
             let mut disk = reopen(&store, 0, &c);
             let mut mem = Joiner::new(&c, MemoryBackend::default());
             let mut plain = Joiner::new(&c, PlainBackend::default());
             let (mut mem_cut, mut plain_cut) = (mem.clone(), plain.clone());
+            // (cut seq, memory and plain joiners at that cut): what a rollback must restore.
+            let mut history = vec![(0u64, mem.clone(), plain.clone())];
+            // Cuts whose undo records the store should still hold (it keeps 4).
+            let mut undo_kept = std::collections::BTreeSet::new();
             let mut now = 1000i64;
             for (k, op) in ops.iter().enumerate() {
                 match op {
@@ -671,9 +863,35 @@ mod tests {
                         prop_assert_eq!(&sb, &sp);
                     }
                     Op::Commit => {
-                        commit(&store, &mut disk, k as u64);
+                        let cut = commit(&store, &mut disk, k as u64);
                         mem_cut = mem.clone();
                         plain_cut = plain.clone();
+                        history.push((cut.seq, mem.clone(), plain.clone()));
+                        undo_kept.insert(cut.seq);
+                        if cut.seq > 4 {
+                            undo_kept.remove(&(cut.seq - 4));
+                        }
+                    }
+                    Op::Rollback(back) => {
+                        // Roll the store back `back` cuts (within the 4 kept), dropping any
+                        // uncommitted changes, and compare with the joiners kept at that cut.
+                        let current = store.last_cut().expect("cut").map_or(0, |c| c.seq);
+                        let target = current.saturating_sub(*back % 5);
+                        let expected = (target + 1..=current).all(|s| undo_kept.contains(&s));
+                        let done = store.rollback_to(target).is_ok();
+                        prop_assert_eq!(done, expected, "rollback {} -> {}", current, target);
+                        if done {
+                            undo_kept.retain(|s| *s <= target);
+                            let cut = store.last_cut().expect("cut").unwrap_or_default();
+                            prop_assert_eq!(cut.seq, target);
+                            history.retain(|(seq, _, _)| *seq <= target);
+                            let (_, m, p) = history.last().cloned().expect("history");
+                            mem = m;
+                            plain = p;
+                            mem_cut = mem.clone();
+                            plain_cut = plain.clone();
+                            disk = reopen(&store, 0, &c);
+                        }
                     }
                     Op::Reopen => {
                         // A crash: everything since the last commit is gone, everywhere.

@@ -65,7 +65,7 @@ fn apply_op<B: JoinBackend>(j: &mut Joiner<B>, k: u64) {
 #[ignore = "run as a child process by sigkill_leaves_the_last_committed_cut"]
 fn crash_child_writer() {
     let dir = std::env::var("STREAMLR_CRASH_DIR").expect("STREAMLR_CRASH_DIR");
-    let store = JoinStore::open(std::path::Path::new(&dir), 8 << 20).expect("open");
+    let store = JoinStore::open(std::path::Path::new(&dir), 8 << 20, 4).expect("open");
     let (shard, _) = store.shard(0).expect("shard");
     let mut j = Joiner::new(&join_cfg(), shard);
     for k in 0..2_000_000u64 {
@@ -116,7 +116,7 @@ fn sigkill_leaves_the_last_committed_cut() {
         child.kill().expect("SIGKILL");
         child.wait().expect("wait");
 
-        let store = JoinStore::open(dir.path(), 8 << 20).expect("reopen");
+        let store = JoinStore::open(dir.path(), 8 << 20, 4).expect("reopen");
         let cut = store
             .last_cut()
             .expect("read cut")
