@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::frame::{self, FrameError};
+
 const MAGIC: &[u8; 8] = b"STRMLRCK";
 /// Current checkpoint format.
 pub const FORMAT: u16 = 1;
-const HEADER: usize = 8 + 2 + 4 + 8;
 
 /// The next offset to read from one partition of one topic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -152,12 +153,7 @@ impl Checkpoints {
             path: self.path(meta.version).display().to_string(),
             reason: e.to_string(),
         })?;
-        let mut bytes = Vec::with_capacity(HEADER + body.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&FORMAT.to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&body);
+        let bytes = frame::seal(MAGIC, FORMAT, &body);
         let path = self.path(meta.version);
         let tmp = self.dir.join(format!(".ckpt-{:020}.tmp", meta.version));
         {
@@ -193,25 +189,19 @@ impl Checkpoints {
             path: path.display().to_string(),
             reason,
         };
-        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-            return Err(bad("not a streamlr checkpoint, or truncated".into()));
-        }
-        let format = u16::from_le_bytes([bytes[8], bytes[9]]);
+        let (format, body) = frame::open(MAGIC, &bytes)
+            .map_err(|_| bad("not a streamlr checkpoint, or truncated".into()))?;
         if format != FORMAT {
             return Err(bad(format!(
                 "format {format} is not supported (this build reads {FORMAT})"
             )));
         }
-        let crc = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&bytes[14..22]);
-        let body = &bytes[HEADER..];
-        if body.len() as u64 != u64::from_le_bytes(len) {
-            return Err(bad("length does not match: truncated or extended".into()));
-        }
-        if crc32fast::hash(body) != crc {
-            return Err(bad("checksum mismatch: corrupt or tampered".into()));
-        }
+        let body = body.map_err(|e| {
+            bad(match e {
+                FrameError::Checksum => "checksum mismatch: corrupt or tampered".into(),
+                _ => "length does not match: truncated or extended".into(),
+            })
+        })?;
         let (meta, learner): (CheckpointMeta, Vec<u8>) =
             postcard::from_bytes(body).map_err(|e| bad(format!("payload does not decode: {e}")))?;
         if meta.version != version {

@@ -5,6 +5,7 @@
 //! - [`config`]   — configuration: defaults < file < environment, validated into checked types.
 //! - [`duration`] — human durations ("30s", "7d") used by the config.
 //! - [`event`]    — wire types (event, label, prediction) and strict, typed decoding.
+//! - `frame`      — the checksummed envelope of snapshot and checkpoint files.
 //! - [`hash`]     — MurmurHash3 x86_32, the fixed hash behind categorical features.
 //! - [`features`] — the declared schema: numeric scaling/clipping, hashing, crosses, missing values.
 //! - [`model`]    — logistic regression: stable sigmoid and log loss, scoring, contributions.
@@ -26,6 +27,7 @@ pub mod duration;
 pub mod engine;
 pub mod event;
 pub mod features;
+mod frame;
 pub mod hash;
 pub mod join;
 pub mod metrics;

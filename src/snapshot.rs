@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::OptimizerKind;
 use crate::engine::{Counters, LearnerState};
 use crate::features::ScalerState;
+use crate::frame::{self, FrameError};
 use crate::metrics::Progressive;
 use crate::model::Model;
 use crate::optim::Optimizer;
@@ -20,7 +21,6 @@ use crate::optim::Optimizer;
 const MAGIC: &[u8; 8] = b"STRMLRSN";
 /// Current snapshot format version.
 pub const FORMAT_VERSION: u16 = 1;
-const HEADER: usize = 8 + 2 + 4 + 8;
 
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -121,13 +121,7 @@ pub fn encode(schema: &SchemaId, s: &LearnerState) -> Vec<u8> {
         counters: s.counters.clone(),
     };
     let body = postcard::to_stdvec(&payload).unwrap_or_default();
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    frame::seal(MAGIC, FORMAT_VERSION, &body)
 }
 
 /// Reads a snapshot, checking magic, format, checksum and (if `expected` is given) schema.
@@ -135,24 +129,15 @@ pub fn decode(
     bytes: &[u8],
     expected: Option<&SchemaId>,
 ) -> Result<(SchemaId, LearnerState), SnapshotError> {
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-        return Err(SnapshotError::Malformed("bad header"));
-    }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    let (version, body) =
+        frame::open(MAGIC, bytes).map_err(|_| SnapshotError::Malformed("bad header"))?;
     if version != FORMAT_VERSION {
         return Err(SnapshotError::Version(version));
     }
-    let crc = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
-    let mut len8 = [0u8; 8];
-    len8.copy_from_slice(&bytes[14..22]);
-    let len = u64::from_le_bytes(len8);
-    let body = &bytes[HEADER..];
-    if body.len() as u64 != len {
-        return Err(SnapshotError::Malformed("length mismatch"));
-    }
-    if crc32fast::hash(body) != crc {
-        return Err(SnapshotError::Checksum);
-    }
+    let body = body.map_err(|e| match e {
+        FrameError::Checksum => SnapshotError::Checksum,
+        _ => SnapshotError::Malformed("length mismatch"),
+    })?;
     let p: Payload =
         postcard::from_bytes(body).map_err(|e| SnapshotError::Payload(e.to_string()))?;
     if let Some(exp) = expected {
