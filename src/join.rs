@@ -470,6 +470,15 @@ impl<B: JoinBackend> Joiner<B> {
     /// and gives up on waiting labels past their deadline or over capacity.
     pub fn advance(&mut self, ts: i64, out: &mut Swept) {
         let wm = self.state.watermark.map_or(ts, |w| w.max(ts));
+        if self.state.watermark.is_none() {
+            // Labels that arrived before any event and without a time of their own start
+            // waiting now.
+            for (deadline, _) in self.state.waiting_order.iter_mut() {
+                if *deadline == i64::MIN {
+                    *deadline = wm.saturating_add(self.wait_ms);
+                }
+            }
+        }
         self.state.watermark = Some(wm);
         // An entry expires once wm > ts + W + G, i.e. ts < wm − (W + G).
         let expire_until = wm.saturating_sub(self.window_ms).saturating_sub(1);
@@ -486,8 +495,7 @@ impl<B: JoinBackend> Joiner<B> {
         let st = &mut self.state;
         while let Some((deadline, id)) = st.waiting_order.front() {
             let over = st.waiting_order.len() > self.max_waiting;
-            // A label that arrived before any event (deadline MIN) waits for the first watermark.
-            let due = *deadline != i64::MIN && *deadline < wm;
+            let due = *deadline < wm;
             if !(over || due || !st.waiting.contains_key(id)) {
                 break;
             }
@@ -634,6 +642,26 @@ pub(crate) mod tests {
         j.tick(wall + 5000, true, &mut sw);
         j.tick(wall + 5500, false, &mut sw);
         assert_eq!(j.state().watermark, Some(5200));
+    }
+
+    /// A label without a time that arrives before any event waits `label_wait` from the first
+    /// watermark, then gives up.
+    #[test]
+    fn early_timeless_labels_wait_from_the_first_watermark() {
+        let mut j = Joiner::new(&cfg(), MemoryBackend::default());
+        let mut sw = Swept::default();
+        let l = Label {
+            id: "early".into(),
+            label: true,
+            ts: None,
+            weight: 1.0,
+        };
+        assert_eq!(j.label(l), LabelOutcome::Waiting);
+        j.advance(1000, &mut sw);
+        j.advance(1050, &mut sw);
+        assert_eq!(sw.unknown_labels, 0);
+        j.advance(1051, &mut sw);
+        assert_eq!(sw.unknown_labels, 1);
     }
 
     #[test]
