@@ -57,6 +57,12 @@ pub struct ReplayCmd {
     /// Write the JSON report here (default: stdout).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Keep join entries in the disk-backed store in this directory (default: in memory).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// With --store: commit a cut every this many records.
+    #[arg(long, default_value_t = 100_000)]
+    commit_every: u64,
 }
 
 /// `streamlr simulate`.
@@ -117,7 +123,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 predictions: a.predictions,
                 progress: true,
             };
-            let report = replay::run(cfg, &args)?;
+            let report = match &a.store {
+                Some(dir) => replay::run_on_store(cfg, &args, dir, a.commit_every)?,
+                None => replay::run(cfg, &args)?,
+            };
             let text = serde_json::to_string_pretty(&report)?;
             match a.report {
                 Some(p) => std::fs::write(&p, text + "\n")

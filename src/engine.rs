@@ -2,12 +2,16 @@
 //! and labels in the order it is given them. Replay and the Kafka worker both drive this one
 //! type, so the same logs in the same order give the same model.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, OnExpiry};
 use crate::event::{Contribution, DecodeError, Decoder, Label, Prediction, RawEvent, Reason};
 use crate::features::{Encoded, Encoder, SparseVec};
-use crate::join::{Entry, InsertOutcome, JoinBackend, Joined, Joiner, LabelOutcome, Swept};
+use crate::join::{
+    Entry, InsertOutcome, JoinBackend, Joined, Joiner, JoinerState, LabelOutcome, Swept,
+};
 use crate::metrics::Progressive;
 use crate::model::Model;
 use crate::optim::Optimizer;
@@ -193,8 +197,11 @@ pub struct LearnerState {
     pub counters: Counters,
 }
 
-/// The learner.
-#[derive(Debug)]
+/// Makes the join backend of a partition the engine has not seen yet.
+pub type MakeBackend<B> = Box<dyn FnMut(i32) -> B + Send>;
+
+/// The learner. One model for everything it is given; one join shard (rules + store) per
+/// Kafka partition, since co-partitioned topics make every partition its own join domain.
 pub struct Engine<B> {
     cfg: Config,
     decoder: Decoder,
@@ -202,7 +209,8 @@ pub struct Engine<B> {
     model: Model,
     optim: Optimizer,
     version: u64,
-    joiner: Joiner<B>,
+    shards: BTreeMap<i32, Joiner<B>>,
+    make_backend: MakeBackend<B>,
     quality: Progressive,
     counters: Counters,
     enc: Encoded,
@@ -211,9 +219,20 @@ pub struct Engine<B> {
     swept: Swept,
 }
 
+impl<B: std::fmt::Debug> std::fmt::Debug for Engine<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("version", &self.version)
+            .field("shards", &self.shards.keys().collect::<Vec<_>>())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<B: JoinBackend> Engine<B> {
-    /// A fresh learner for a validated config, keeping join entries in `backend`.
-    pub fn new(cfg: Config, backend: B) -> Self {
+    /// A fresh learner for a validated config; `make_backend(partition)` makes the join store
+    /// of a partition the first time it is needed (or see [`Self::add_shard`]).
+    pub fn new(cfg: Config, make_backend: impl FnMut(i32) -> B + Send + 'static) -> Self {
         let encoder = Encoder::new(&cfg.features);
         let dim = encoder.dim();
         let m = &cfg.metrics;
@@ -222,7 +241,8 @@ impl<B: JoinBackend> Engine<B> {
             model: Model::new(dim),
             optim: Optimizer::new(cfg.model.optimizer, dim),
             version: 1,
-            joiner: Joiner::new(&cfg.join, backend),
+            shards: BTreeMap::new(),
+            make_backend: Box::new(make_backend),
             quality: Progressive::new(cfg.model.threshold, m.calibration_bins, m.auc_window),
             counters: Counters::new(),
             encoder,
@@ -249,11 +269,12 @@ impl<B: JoinBackend> Engine<B> {
     pub fn on_event(
         &mut self,
         bytes: &[u8],
+        partition: i32,
         fallback_ts: i64,
         now_ms: i64,
     ) -> Result<Prediction, DecodeError> {
         match self.decoder.decode_event(bytes) {
-            Ok(ev) => self.score(&ev, fallback_ts, now_ms),
+            Ok(ev) => self.score(&ev, partition, fallback_ts, now_ms),
             Err(e) => {
                 self.reject_event(&e);
                 Err(e)
@@ -261,16 +282,17 @@ impl<B: JoinBackend> Engine<B> {
         }
     }
 
-    /// Scores a decoded event, remembers it for its label, and advances the watermark.
-    /// `fallback_ts` is used when the event carries no time; `now_ms` becomes `scored_at`.
-    /// Returns the prediction, or why the event was refused by the schema.
+    /// Scores a decoded event from `partition`, remembers it for its label, and advances that
+    /// partition's watermark. `fallback_ts` is used when the event carries no time; `now_ms`
+    /// becomes `scored_at`. Returns the prediction, or why the event was refused by the schema.
     pub fn score(
         &mut self,
         ev: &RawEvent<'_>,
+        partition: i32,
         fallback_ts: i64,
         now_ms: i64,
     ) -> Result<Prediction, DecodeError> {
-        let s = self.score_only(ev, fallback_ts)?;
+        let s = self.score_only(ev, partition, fallback_ts)?;
         Ok(self.prediction(ev, &s, now_ms))
     }
 
@@ -279,6 +301,7 @@ impl<B: JoinBackend> Engine<B> {
     pub fn score_only(
         &mut self,
         ev: &RawEvent<'_>,
+        partition: i32,
         fallback_ts: i64,
     ) -> Result<Scored, DecodeError> {
         if let Err(e) = self.encoder.encode(ev, &mut self.enc) {
@@ -287,13 +310,13 @@ impl<B: JoinBackend> Engine<B> {
         }
         let ts = ev.ts.unwrap_or(fallback_ts);
         let x = self.enc.x.clone();
-        Ok(self.apply(&ev.id, ts, x, self.enc.ignored))
+        Ok(self.apply(&ev.id, partition, ts, x, self.enc.ignored))
     }
 
     /// Scores an event that was encoded elsewhere (by [`encode_event`] on another thread, with
     /// an encoder that has seen the same events in the same order).
-    pub fn apply_encoded(&mut self, e: EncodedEvent) -> Scored {
-        self.apply(&e.id, e.ts, e.x, e.ignored)
+    pub fn apply_encoded(&mut self, e: EncodedEvent, partition: i32) -> Scored {
+        self.apply(&e.id, partition, e.ts, e.x, e.ignored)
     }
 
     /// Counts an event refused by an encoder on another thread.
@@ -301,7 +324,7 @@ impl<B: JoinBackend> Engine<B> {
         self.counters.invalid_event(reason);
     }
 
-    fn apply(&mut self, id: &str, ts: i64, x: SparseVec, ignored: u32) -> Scored {
+    fn apply(&mut self, id: &str, partition: i32, ts: i64, x: SparseVec, ignored: u32) -> Scored {
         self.counters.features_ignored += u64::from(ignored);
         let score = self.model.score(&x);
         // Contributions under the weights that scored the event, before anything is learned.
@@ -323,13 +346,13 @@ impl<B: JoinBackend> Engine<B> {
             model_version: self.version,
             event_ts: ts,
         };
-        match self.joiner.insert(id, entry) {
+        match self.shard(partition).insert(id, entry) {
             InsertOutcome::Stored => {}
             InsertOutcome::Joined(j) => self.learn(j, LabelCount::Joined),
             InsertOutcome::DuplicateId => self.counters.events_duplicate_id += 1,
             InsertOutcome::TooOld => self.counters.events_too_old += 1,
         }
-        self.advance(ts);
+        self.advance(partition, ts);
         scored
     }
 
@@ -395,10 +418,10 @@ impl<B: JoinBackend> Engine<B> {
         self.counters.labels[LabelCount::Invalid as usize] += 1;
     }
 
-    /// Decodes and applies one label message.
-    pub fn on_label(&mut self, bytes: &[u8]) -> LabelResult {
+    /// Decodes and applies one label message from `partition`.
+    pub fn on_label(&mut self, bytes: &[u8], partition: i32) -> LabelResult {
         match self.decoder.decode_label(bytes) {
-            Ok(l) => LabelResult::Handled(self.apply_label(l)),
+            Ok(l) => LabelResult::Handled(self.apply_label(l, partition)),
             Err(e) => {
                 self.reject_label(&e);
                 LabelResult::Invalid(e)
@@ -408,8 +431,8 @@ impl<B: JoinBackend> Engine<B> {
 
     /// Joins a decoded label and learns from it. Returns the outcome, or `None` while the label
     /// waits for its event.
-    pub fn apply_label(&mut self, label: Label) -> Option<LabelCount> {
-        let outcome = match self.joiner.label(label) {
+    pub fn apply_label(&mut self, label: Label, partition: i32) -> Option<LabelCount> {
+        let outcome = match self.shard(partition).label(label) {
             LabelOutcome::Joined(j) => {
                 self.learn(j, LabelCount::Joined);
                 return Some(LabelCount::Joined);
@@ -423,19 +446,43 @@ impl<B: JoinBackend> Engine<B> {
         Some(outcome)
     }
 
-    /// Moves the event-time watermark, expiring what falls out of the join window.
-    pub fn advance(&mut self, ts: i64) {
+    /// Moves the event-time watermark of `partition`, expiring what falls out of its window.
+    pub fn advance(&mut self, partition: i32, ts: i64) {
         let mut swept = std::mem::take(&mut self.swept);
-        self.joiner.advance(ts, &mut swept);
+        self.shard(partition).advance(ts, &mut swept);
         self.settle(swept);
     }
 
-    /// The join's wall-clock rule (see [`Joiner::tick`]); a live worker calls it periodically
-    /// with whether it scored any event since the previous call.
-    pub fn tick(&mut self, now_wall: i64, saw_events: bool) {
+    /// The join's wall-clock rule for every shard (see [`Joiner::tick`]); a live worker calls
+    /// it periodically.
+    pub fn tick(&mut self, now_wall: i64) {
         let mut swept = std::mem::take(&mut self.swept);
-        self.joiner.tick(now_wall, saw_events, &mut swept);
+        for joiner in self.shards.values_mut() {
+            joiner.tick(now_wall, &mut swept);
+        }
         self.settle(swept);
+    }
+
+    /// The join shard of `partition`, made on first use.
+    fn shard(&mut self, partition: i32) -> &mut Joiner<B> {
+        let (cfg, make) = (&self.cfg.join, &mut self.make_backend);
+        self.shards
+            .entry(partition)
+            .or_insert_with(|| Joiner::new(cfg, make(partition)))
+    }
+
+    /// Installs the join shard of `partition` (restored from a store), replacing any.
+    pub fn add_shard(&mut self, partition: i32, backend: B, state: Option<JoinerState>) {
+        let mut j = Joiner::new(&self.cfg.join, backend);
+        if let Some(state) = state {
+            j.restore_state(state);
+        }
+        self.shards.insert(partition, j);
+    }
+
+    /// Removes the join shard of `partition` (a revoked partition).
+    pub fn remove_shard(&mut self, partition: i32) -> Option<Joiner<B>> {
+        self.shards.remove(&partition)
     }
 
     /// Counts what a sweep gave up on and learns implicit labels for expired entries.
@@ -505,14 +552,24 @@ impl<B: JoinBackend> Engine<B> {
         &self.quality
     }
 
-    /// The join rules and store.
-    pub fn joiner(&self) -> &Joiner<B> {
-        &self.joiner
+    /// The join shards, by partition.
+    pub fn shards(&self) -> &BTreeMap<i32, Joiner<B>> {
+        &self.shards
     }
 
-    /// The join rules and store, mutably.
-    pub fn joiner_mut(&mut self) -> &mut Joiner<B> {
-        &mut self.joiner
+    /// The join shards, mutably (for commits).
+    pub fn shards_mut(&mut self) -> &mut BTreeMap<i32, Joiner<B>> {
+        &mut self.shards
+    }
+
+    /// Labels waiting for their event, all shards.
+    pub fn waiting_labels(&self) -> usize {
+        self.shards.values().map(Joiner::waiting_labels).sum()
+    }
+
+    /// Join entries held (all states), all shards.
+    pub fn join_entries(&self) -> usize {
+        self.shards.values().map(|j| j.backend().len()).sum()
     }
 
     /// Copies out the learner state (everything but the join store).

@@ -319,8 +319,11 @@ pub struct JoinerState {
     waiting: FastMap<String, WaitingLabel>,
     /// (deadline, id), oldest first.
     waiting_order: VecDeque<(i64, String)>,
-    /// Wall-clock time of the last tick that had seen events, and the watermark then.
+    /// Wall-clock time of the last tick at which events had moved the watermark, and the
+    /// watermark then.
     last_active: Option<(i64, i64)>,
+    /// The watermark the idle rule last moved to (so its own moves do not count as activity).
+    idle_advanced: Option<i64>,
 }
 
 impl<B: JoinBackend> Joiner<B> {
@@ -446,22 +449,25 @@ impl<B: JoinBackend> Joiner<B> {
         }
     }
 
-    /// The wall-clock rule, called periodically by a live worker (never by replay). When events
-    /// were seen since the last tick it notes the time; once no event has arrived for
+    /// The wall-clock rule, called periodically by a live worker (never by replay). While the
+    /// watermark moves it notes the wall-clock time; once it has not moved for
     /// `join.idle_after`, the watermark follows the wall clock from where the events left it, so
     /// entries still expire (and waiting labels give up) when traffic stops.
-    pub fn tick(&mut self, now_wall: i64, saw_events: bool, out: &mut Swept) {
+    pub fn tick(&mut self, now_wall: i64, out: &mut Swept) {
         let Some(wm) = self.state.watermark else {
             return;
         };
-        if saw_events || self.state.last_active.is_none() {
-            self.state.last_active = Some((now_wall, wm));
-            return;
-        }
-        if let Some((since, wm0)) = self.state.last_active {
-            let idle = now_wall.saturating_sub(since).saturating_sub(self.idle_ms);
-            if idle > 0 {
-                self.advance(wm0.saturating_add(idle), out);
+        match self.state.last_active {
+            Some((since, wm0)) if wm == wm0 || self.state.idle_advanced == Some(wm) => {
+                let idle = now_wall.saturating_sub(since).saturating_sub(self.idle_ms);
+                if idle > 0 {
+                    self.advance(wm0.saturating_add(idle), out);
+                    self.state.idle_advanced = self.state.watermark;
+                }
+            }
+            _ => {
+                self.state.last_active = Some((now_wall, wm));
+                self.state.idle_advanced = None;
             }
         }
     }
@@ -627,21 +633,24 @@ pub(crate) mod tests {
         assert_eq!(j.insert("a", entry(5000)), InsertOutcome::Stored);
         j.advance(5000, &mut sw);
         let wall = 1_000_000;
-        j.tick(wall, true, &mut sw);
+        j.tick(wall, &mut sw);
         // Idle, but within idle_after: nothing moves.
-        j.tick(wall + 1000, false, &mut sw);
+        j.tick(wall + 1000, &mut sw);
         assert!(sw.expired.is_empty());
         // 110 ms more (W + G) brings the watermark to 5110: not yet past 5000 + 110.
-        j.tick(wall + 1110, false, &mut sw);
+        j.tick(wall + 1110, &mut sw);
         assert!(sw.expired.is_empty());
-        j.tick(wall + 1111, false, &mut sw);
+        assert_eq!(j.state().watermark, Some(5110));
+        j.tick(wall + 1111, &mut sw);
         assert_eq!(sw.expired.len(), 1);
         assert_eq!(j.state().watermark, Some(5111));
         // New events reset the idle clock.
         j.advance(5200, &mut sw);
-        j.tick(wall + 5000, true, &mut sw);
-        j.tick(wall + 5500, false, &mut sw);
+        j.tick(wall + 5000, &mut sw);
+        j.tick(wall + 5500, &mut sw);
         assert_eq!(j.state().watermark, Some(5200));
+        j.tick(wall + 6001, &mut sw);
+        assert_eq!(j.state().watermark, Some(5201));
     }
 
     /// A label without a time that arrives before any event waits `label_wait` from the first

@@ -20,8 +20,9 @@ use std::sync::mpsc::SyncSender;
 use crate::engine::{EncodedEvent, Engine, LabelCount, encode_event};
 use crate::event::{DecodeError, Decoder, Label, Reason};
 use crate::features::{Encoded, Encoder};
-use crate::join::{JoinBackend, MemoryBackend};
+use crate::join::{JoinBackend, JoinerState, MemoryBackend};
 use crate::metrics::{Quality, QualitySummary};
+use crate::store::{DiskShard, JoinStore, StoreError};
 
 /// Replay inputs and outputs.
 #[derive(Debug, Clone)]
@@ -192,17 +193,65 @@ struct ReaderDone {
 
 /// Runs a replay with an in-memory join store.
 pub fn run(cfg: Config, args: &ReplayArgs) -> Result<Report, ReplayError> {
-    let mut engine = Engine::new(cfg, MemoryBackend::default());
-    run_with(&mut engine, args)
+    let mut engine = Engine::new(cfg, |_| MemoryBackend::default());
+    run_with(&mut engine, args, |_| Ok(()))
+}
+
+/// Runs a replay with the disk-backed join store in `dir` (shard 0), committing a cut after
+/// every `commit_every` records read and at the end — the store as the worker uses it.
+pub fn run_on_store(
+    cfg: Config,
+    args: &ReplayArgs,
+    dir: &Path,
+    commit_every: u64,
+) -> Result<Report, ReplayError> {
+    let store_err = |e: StoreError| ReplayError::Io {
+        path: dir.display().to_string(),
+        source: std::io::Error::other(e),
+    };
+    let store =
+        JoinStore::open(dir, cfg.join.cache_bytes, cfg.join.rollback_cuts).map_err(store_err)?;
+    let (shard, state) = store.shard(0).map_err(store_err)?;
+    let opener = store.clone();
+    let mut engine = Engine::new(cfg, move |p| opener.shard_or_poisoned(p as u32));
+    engine.add_shard(0, shard, state);
+    let mut since = 0u64;
+    let mut tag = store.last_cut().map_err(store_err)?.map_or(0, |c| c.tag);
+    let mut commit = |engine: &mut Engine<DiskShard>, force: bool| -> Result<(), ReplayError> {
+        since += 1;
+        if force || since >= commit_every.max(1) {
+            since = 0;
+            tag += 1;
+            let mut parts: Vec<(i32, JoinerState)> = engine
+                .shards()
+                .iter()
+                .map(|(p, j)| (*p, j.state().clone()))
+                .collect();
+            let mut shards: Vec<(&mut DiskShard, &JoinerState)> = engine
+                .shards_mut()
+                .iter_mut()
+                .zip(parts.iter_mut())
+                .map(|((_, j), (_, st))| (j.backend_mut(), &*st))
+                .collect();
+            store.commit(tag, &mut shards).map_err(store_err)?;
+        }
+        Ok(())
+    };
+    let report = run_with(&mut engine, args, |e| commit(e, false))?;
+    commit(&mut engine, true)?;
+    Ok(report)
 }
 
 /// Runs a replay on a given engine, on two threads: a reader that reads both files, merges them
 /// by time, decodes and encodes (it owns the scaling statistics while it runs, and updates them in
 /// event order exactly as the engine would), and this thread, which scores, joins and learns in
 /// the same order. The result is identical to feeding the engine one record at a time.
+/// `after_record` runs on the learner thread after every record (replay on the disk store
+/// commits cuts there).
 pub fn run_with<B: JoinBackend>(
     engine: &mut Engine<B>,
     args: &ReplayArgs,
+    mut after_record: impl FnMut(&mut Engine<B>) -> Result<(), ReplayError>,
 ) -> Result<Report, ReplayError> {
     let started = Instant::now();
     let events_size = std::fs::metadata(&args.events)
@@ -235,7 +284,7 @@ pub fn run_with<B: JoinBackend>(
                         n += 1;
                         let names = std::mem::take(&mut e.names);
                         let (id, ts) = (e.id.clone(), e.ts);
-                        let scored = engine.apply_encoded(e);
+                        let scored = engine.apply_encoded(e, 0);
                         if let (Some((w, path)), Ok(())) = (&mut out, &written) {
                             let p = engine.prediction_named(&id, &scored, ts, &names);
                             written = write_line(w, path, &p);
@@ -246,10 +295,13 @@ pub fn run_with<B: JoinBackend>(
                         engine.count_rejected(e.reason);
                     }
                     Rec::Label(l) => {
-                        engine.apply_label(l);
+                        engine.apply_label(l, 0);
                     }
                     Rec::BadLabel(e) => engine.reject_label(&e),
                     Rec::Cut => snapshot = Some(engine.quality().total.clone()),
+                }
+                if let (Err(e), Ok(())) = (after_record(engine), &written) {
+                    written = Err(e);
                 }
             }
             if progress && last_progress.elapsed().as_millis() > 250 {
@@ -408,7 +460,7 @@ fn report<B: JoinBackend>(
             .map(|l| (l.as_str(), c.label(*l)))
             .collect(),
         labels_invalid_by_reason: by_reason(&c.labels_invalid),
-        labels_waiting_at_end: e.joiner().waiting_labels(),
+        labels_waiting_at_end: e.waiting_labels(),
         updates: UpdateReport {
             applied: c.updates,
             refused: c.updates_refused,

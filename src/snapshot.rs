@@ -196,13 +196,13 @@ mod tests {
         let mut c = Config::default();
         c.features.hash_bits = 12;
         c.model.optimizer = kind;
-        let mut e = Engine::new(c.clone(), MemoryBackend::default());
+        let mut e = Engine::new(c.clone(), |_| MemoryBackend::default());
         for (i, (cat, x, y)) in events.iter().enumerate() {
             let ev =
                 serde_json::json!({"id": i.to_string(), "ts": i, "features": {"c": cat, "x": x}});
-            let _ = e.on_event(ev.to_string().as_bytes(), 0, 0);
+            let _ = e.on_event(ev.to_string().as_bytes(), 0, 0, 0);
             let l = serde_json::json!({"id": i.to_string(), "label": y});
-            let _ = e.on_label(l.to_string().as_bytes());
+            let _ = e.on_label(l.to_string().as_bytes(), 0);
         }
         (c, e)
     }

@@ -199,7 +199,25 @@ impl JoinStore {
             Some(v) => postcard::from_bytes(&v).map_err(|e| StoreError::Decode(e.to_string()))?,
             None => ShardMeta::default(),
         };
-        let s = DiskShard {
+        let s = self.blank_shard(shard, meta.len);
+        Ok((s, meta.joiner))
+    }
+
+    /// [`Self::shard`] for a caller that cannot handle an error where it opens shards: a shard
+    /// that failed to open comes back poisoned (reads find nothing, commits fail).
+    pub fn shard_or_poisoned(&self, shard: u32) -> DiskShard {
+        match self.shard(shard) {
+            Ok((s, _)) => s,
+            Err(e) => {
+                let mut s = self.blank_shard(shard, 0);
+                s.poison(e);
+                s
+            }
+        }
+    }
+
+    fn blank_shard(&self, shard: u32, len: u64) -> DiskShard {
+        DiskShard {
             shard,
             entries: self.entries.clone(),
             by_time: self.by_time.clone(),
@@ -209,12 +227,11 @@ impl JoinStore {
             times_before: HashMap::new(),
             last_read: None,
             track_before: self.keep_cuts > 0,
-            len: meta.len,
+            len,
             expire_floor: None,
             purge_floor: None,
             error: None,
-        };
-        Ok((s, meta.joiner))
+        }
     }
 
     /// Commits the shards' pending changes and join states, and the cut record `tag`, in one
