@@ -68,12 +68,29 @@ pub struct ReplayCmd {
 /// `streamlr simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateCmd {
-    /// Write events here (JSON lines).
-    #[arg(long)]
-    events_out: PathBuf,
+    /// Write events here (JSON lines); with --events-out and --labels-out the stream goes to
+    /// files, with --brokers to Kafka.
+    #[arg(long, requires = "labels_out", conflicts_with = "brokers")]
+    events_out: Option<PathBuf>,
     /// Write labels here (JSON lines).
+    #[arg(long, requires = "events_out")]
+    labels_out: Option<PathBuf>,
+    /// Produce to Kafka at these bootstrap servers instead (records keyed by id, timestamped
+    /// with the event or label time).
+    #[arg(long, required_unless_present = "events_out")]
+    brokers: Option<String>,
+    /// Kafka topic for events.
+    #[arg(long, default_value = "events")]
+    events_topic: String,
+    /// Kafka topic for labels.
+    #[arg(long, default_value = "labels")]
+    labels_topic: String,
+    /// Pace the stream in wall-clock time at --rate events/s (default: as fast as possible).
     #[arg(long)]
-    labels_out: PathBuf,
+    pace: bool,
+    /// Event time of the first event, epoch ms (default: 2026-01-01 for files, now for Kafka).
+    #[arg(long)]
+    start_ts: Option<i64>,
     /// Write `{"id", "p"}` lines with each event's true probability here.
     #[arg(long)]
     truth_out: Option<PathBuf>,
@@ -140,39 +157,61 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn simulate(a: SimulateCmd) -> anyhow::Result<()> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let start_ts = a.start_ts.unwrap_or(if a.brokers.is_some() {
+        now_ms
+    } else {
+        SimConfig::default().start_ts
+    });
     let cfg = SimConfig {
         count: a.count,
         seed: a.seed,
         positive_rate: a.positive_rate,
         rate: a.rate,
+        start_ts,
         label_delay_min_ms: a.label_delay_min.as_millis_i64(),
         label_delay_max_ms: a.label_delay_max.as_millis_i64(),
         label_fraction: a.label_fraction,
         drift_at: a.drift_at,
         malformed_rate: a.malformed_rate,
-        ..SimConfig::default()
     };
     anyhow::ensure!(cfg.rate > 0.0, "--rate must be > 0");
     anyhow::ensure!(
         (0.0..1.0).contains(&cfg.positive_rate) && cfg.positive_rate > 0.0,
         "--positive-rate must be in (0, 1)"
     );
-    let create = |p: &PathBuf| {
-        std::fs::File::create(p)
-            .map(|f| BufWriter::with_capacity(1 << 20, f))
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))
-    };
-    let mut ev = create(&a.events_out)?;
-    let mut lb = create(&a.labels_out)?;
     let mut sim = Simulator::new(cfg);
+    let mut sink = match (&a.brokers, &a.events_out, &a.labels_out) {
+        (Some(brokers), _, _) => Sink::Kafka {
+            producer: crate::kafka::client_config(brokers, std::iter::empty())
+                .set("linger.ms", "5")
+                .create()?,
+            events: a.events_topic.clone(),
+            labels: a.labels_topic.clone(),
+        },
+        (None, Some(e), Some(l)) => Sink::Files {
+            events: create(e)?,
+            labels: create(l)?,
+        },
+        _ => anyhow::bail!("give --events-out and --labels-out, or --brokers"),
+    };
+    let wall_start = std::time::Instant::now();
     while let Some(r) = sim.next_record() {
-        match r {
-            Record::Event { line, .. } => writeln!(ev, "{line}")?,
-            Record::Label { line, .. } => writeln!(lb, "{line}")?,
+        let (ts, is_event, line) = match &r {
+            Record::Event { ts, line } => (*ts, true, line),
+            Record::Label { ts, line } => (*ts, false, line),
+        };
+        if a.pace {
+            let due = std::time::Duration::from_millis((ts - start_ts).max(0) as u64);
+            if let Some(wait) = due.checked_sub(wall_start.elapsed()) {
+                std::thread::sleep(wait);
+            }
         }
+        sink.write(is_event, ts, line)?;
     }
-    ev.flush()?;
-    lb.flush()?;
+    sink.finish()?;
     if let Some(p) = &a.truth_out {
         let mut t = create(p)?;
         for (i, pr) in sim.truth_p.iter().enumerate() {
@@ -184,4 +223,74 @@ fn simulate(a: SimulateCmd) -> anyhow::Result<()> {
     }
     eprintln!("{}", serde_json::to_string(&sim.summary())?);
     Ok(())
+}
+
+fn create(p: &PathBuf) -> anyhow::Result<BufWriter<std::fs::File>> {
+    std::fs::File::create(p)
+        .map(|f| BufWriter::with_capacity(1 << 20, f))
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))
+}
+
+/// Where simulated records go.
+enum Sink {
+    Files {
+        events: BufWriter<std::fs::File>,
+        labels: BufWriter<std::fs::File>,
+    },
+    Kafka {
+        producer: rdkafka::producer::BaseProducer,
+        events: String,
+        labels: String,
+    },
+}
+
+impl Sink {
+    fn write(&mut self, is_event: bool, ts: i64, line: &str) -> anyhow::Result<()> {
+        match self {
+            Sink::Files { events, labels } => {
+                writeln!(if is_event { events } else { labels }, "{line}")?
+            }
+            Sink::Kafka {
+                producer,
+                events,
+                labels,
+            } => {
+                // Key by id so both topics put an id in the same partition (co-partitioning);
+                // malformed records without a readable id go keyless.
+                let key = record_id(line).unwrap_or_default();
+                let topic = if is_event {
+                    events.as_str()
+                } else {
+                    labels.as_str()
+                };
+                crate::kafka::send_blocking(
+                    producer,
+                    topic,
+                    key.as_bytes(),
+                    line.as_bytes(),
+                    Some(ts),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        match self {
+            Sink::Files { events, labels } => {
+                events.flush()?;
+                labels.flush()?;
+            }
+            Sink::Kafka { producer, .. } => {
+                crate::kafka::flush(producer, std::time::Duration::from_secs(60))?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `"id"` of a generated record (the generator writes it first).
+fn record_id(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix(r#"{"id":""#)?;
+    rest.split('"').next()
 }

@@ -11,6 +11,7 @@
 //! - [`model`]    — logistic regression: stable sigmoid and log loss, scoring, contributions.
 //! - [`optim`]    — SGD, AdaGrad and FTRL-Proximal updates with L1/L2, class weights, clipping.
 //! - [`metrics`]  — progressive (prequential) quality: log loss, AUC, calibration, Brier, rates.
+//! - [`kafka`]    — Kafka clients at the edge: configuration passthrough, backpressured sends.
 //! - [`join`]     — what was scored, waiting for its label: join outcomes and the store interface.
 //! - [`engine`]   — the learner that owns the state and applies events and labels in order.
 //! - [`snapshot`] — versioned, checksummed serialization of model, optimizer and scaler state.
@@ -30,6 +31,7 @@ pub mod features;
 mod frame;
 pub mod hash;
 pub mod join;
+pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -101,3 +101,107 @@ fn mock_cluster_is_available_for_fault_injection() {
         .expect("send");
     producer.flush(Duration::from_secs(10)).expect("flush");
 }
+
+/// `streamlr simulate --brokers` writes events and labels keyed by id and timestamped with their
+/// own times, so the two topics are co-partitioned: an id's label sits in the partition of its
+/// event.
+#[test]
+fn simulate_produces_co_partitioned_keyed_topics() {
+    use std::collections::HashMap;
+    let broker = common::Broker::start();
+    broker.topic("ev", 3);
+    broker.topic("lb", 3);
+    let out = common::run(
+        &[
+            "simulate",
+            "--brokers",
+            &broker.bootstrap,
+            "--events-topic",
+            "ev",
+            "--labels-topic",
+            "lb",
+            "--count",
+            "3000",
+            "--seed",
+            "4",
+            "--start-ts",
+            "1767225600000",
+            "--malformed-rate",
+            "0.01",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stderr).trim())
+            .expect("summary on stderr");
+    let events = summary["events"].as_u64().expect("events")
+        + summary["malformed"].as_u64().expect("malformed");
+    let labels = summary["labels"].as_u64().expect("labels");
+
+    let read = |topic: &str, expect: u64| -> HashMap<String, (i32, i64, serde_json::Value)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &broker.bootstrap)
+            .set("group.id", format!("check-{topic}"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .set("session.timeout.ms", "2000")
+            .set("heartbeat.interval.ms", "300")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let (mut got, mut n, mut eofs) = (HashMap::new(), 0u64, HashSet::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && (n < expect || eofs.len() < 3) {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    n += 1;
+                    let v: serde_json::Value =
+                        serde_json::from_slice(m.payload().unwrap_or_default())
+                            .unwrap_or(serde_json::Value::Null);
+                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+                    let ts = m.timestamp().to_millis().unwrap_or(-1);
+                    got.insert(key, (m.partition(), ts, v));
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    eofs.insert(p);
+                }
+                Some(Err(e)) => panic!("{e}"),
+                None => {}
+            }
+        }
+        assert_eq!(n, expect, "{topic}: every record arrives");
+        got
+    };
+    let ev = read("ev", events);
+    let lb = read("lb", labels);
+    let mut checked = 0;
+    for (id, (partition, ts, label)) in &lb {
+        assert_eq!(
+            label["id"].as_str(),
+            Some(id.as_str()),
+            "labels are keyed by id"
+        );
+        assert_eq!(
+            label["ts"].as_i64(),
+            Some(*ts),
+            "the Kafka timestamp is the label time"
+        );
+        let (event_partition, event_ts, event) = &ev[id];
+        assert_eq!(
+            event_partition, partition,
+            "{id}: label and event in the same partition"
+        );
+        assert_eq!(
+            event["ts"].as_i64(),
+            Some(*event_ts),
+            "the Kafka timestamp is the event time"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, labels);
+}
