@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ModelConfig, OptimizerKind, Schedule};
 use crate::features::SparseVec;
-use crate::model::{Model, log_loss_margin, sigmoid};
+use crate::model::{Model, sigmoid};
 
 /// Why an update was not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,8 +27,6 @@ pub enum UpdateError {
 pub struct Step {
     /// Probability under the weights before the update.
     pub p: f64,
-    /// Log loss under the weights before the update.
-    pub loss: f64,
 }
 
 /// Optimizer state: per-coordinate accumulators and the step counter.
@@ -82,7 +80,6 @@ impl Optimizer {
     ) -> Result<Step, UpdateError> {
         let zm = model.margin(x);
         let p = sigmoid(zm);
-        let loss = log_loss_margin(zm, y);
         let class_w = if y {
             cfg.positive_weight
         } else {
@@ -167,7 +164,7 @@ impl Optimizer {
         }
         self.scratch = scratch;
         if finite {
-            Ok(Step { p, loss })
+            Ok(Step { p })
         } else {
             Err(UpdateError::NonFinite)
         }
