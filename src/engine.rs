@@ -198,7 +198,7 @@ pub struct LearnerState {
 }
 
 /// Makes the join backend of a partition the engine has not seen yet.
-pub type MakeBackend<B> = Box<dyn FnMut(i32) -> B + Send>;
+pub type MakeBackend<B> = Box<dyn FnMut(i32) -> (B, Option<JoinerState>) + Send>;
 
 /// The learner. One model for everything it is given; one join shard (rules + store) per
 /// Kafka partition, since co-partitioned topics make every partition its own join domain.
@@ -232,7 +232,10 @@ impl<B: std::fmt::Debug> std::fmt::Debug for Engine<B> {
 impl<B: JoinBackend> Engine<B> {
     /// A fresh learner for a validated config; `make_backend(partition)` makes the join store
     /// of a partition the first time it is needed (or see [`Self::add_shard`]).
-    pub fn new(cfg: Config, make_backend: impl FnMut(i32) -> B + Send + 'static) -> Self {
+    pub fn new(
+        cfg: Config,
+        make_backend: impl FnMut(i32) -> (B, Option<JoinerState>) + Send + 'static,
+    ) -> Self {
         let encoder = Encoder::new(&cfg.features);
         let dim = encoder.dim();
         let m = &cfg.metrics;
@@ -466,9 +469,14 @@ impl<B: JoinBackend> Engine<B> {
     /// The join shard of `partition`, made on first use.
     fn shard(&mut self, partition: i32) -> &mut Joiner<B> {
         let (cfg, make) = (&self.cfg.join, &mut self.make_backend);
-        self.shards
-            .entry(partition)
-            .or_insert_with(|| Joiner::new(cfg, make(partition)))
+        self.shards.entry(partition).or_insert_with(|| {
+            let (backend, state) = make(partition);
+            let mut j = Joiner::new(cfg, backend);
+            if let Some(state) = state {
+                j.restore_state(state);
+            }
+            j
+        })
     }
 
     /// Installs the join shard of `partition` (restored from a store), replacing any.

@@ -294,6 +294,8 @@ struct WaitingLabel {
     label: bool,
     weight: f64,
     ts: Option<i64>,
+    /// Arrival number: tells this label from an older one of the same id in `waiting_order`.
+    seq: u64,
 }
 
 /// The join rules over a backend. Owns the watermark and the waiting-label buffer.
@@ -305,6 +307,18 @@ pub struct Joiner<B> {
     max_waiting: usize,
     backend: B,
     state: JoinerState,
+    /// The wall-clock rule's memory: not part of a checkpoint, so a restarted worker starts
+    /// its idle clock afresh instead of jumping over the time it was down.
+    idle: IdleClock,
+}
+
+/// When events last arrived, in wall-clock time, for [`Joiner::tick`].
+#[derive(Debug, Clone, Default)]
+struct IdleClock {
+    /// Wall-clock time and watermark at the last tick that had seen events.
+    last_active: Option<(i64, i64)>,
+    /// Events inserted since the last tick.
+    events_since_tick: u64,
 }
 
 /// The joiner's own state (besides the backend), for checkpoints.
@@ -317,13 +331,12 @@ pub struct JoinerState {
     /// Tombstones with event time ≤ this are gone.
     pub purged_upto: i64,
     waiting: FastMap<String, WaitingLabel>,
-    /// (deadline, id), oldest first.
-    waiting_order: VecDeque<(i64, String)>,
-    /// Wall-clock time of the last tick at which events had moved the watermark, and the
-    /// watermark then.
-    last_active: Option<(i64, i64)>,
-    /// The watermark the idle rule last moved to (so its own moves do not count as activity).
-    idle_advanced: Option<i64>,
+    /// (deadline, arrival number, id) in arrival order. Deadlines are the watermark at arrival
+    /// plus `label_wait`, so arrival order is deadline order. Entries of labels that have since
+    /// joined stay until they reach the front.
+    waiting_order: VecDeque<(i64, u64, String)>,
+    /// Labels that ever waited (numbers them).
+    waiting_seq: u64,
 }
 
 impl<B: JoinBackend> Joiner<B> {
@@ -338,6 +351,7 @@ impl<B: JoinBackend> Joiner<B> {
             idle_ms: cfg.idle_after.as_millis_i64(),
             max_waiting: cfg.max_waiting_labels,
             backend,
+            idle: IdleClock::default(),
             state: JoinerState {
                 expired_upto: i64::MIN,
                 purged_upto: i64::MIN,
@@ -374,6 +388,7 @@ impl<B: JoinBackend> Joiner<B> {
     /// Remembers what was scored for `id`; joins a waiting label at once if there is one.
     pub fn insert(&mut self, id: &str, entry: Entry) -> InsertOutcome {
         let ts = entry.event_ts;
+        self.idle.events_since_tick += 1;
         if let Some(w) = self.state.waiting.remove(id) {
             // Keep a tombstone (unless it would already be purged) so duplicates are recognized.
             if ts > self.state.purged_upto
@@ -422,25 +437,23 @@ impl<B: JoinBackend> Joiner<B> {
                 Some(w) if w.label == label.label => LabelOutcome::Duplicate,
                 Some(_) => LabelOutcome::Conflict,
                 None => {
-                    let base = self
+                    // Before the first event the deadline is set by the first watermark.
+                    let deadline = self
                         .state
                         .watermark
-                        .unwrap_or(i64::MIN)
-                        .max(label.ts.unwrap_or(i64::MIN));
-                    let deadline = if base == i64::MIN {
-                        i64::MIN
-                    } else {
-                        base.saturating_add(self.wait_ms)
-                    };
+                        .map_or(i64::MIN, |wm| wm.saturating_add(self.wait_ms));
+                    self.state.waiting_seq += 1;
+                    let seq = self.state.waiting_seq;
                     self.state
                         .waiting_order
-                        .push_back((deadline, label.id.clone()));
+                        .push_back((deadline, seq, label.id.clone()));
                     self.state.waiting.insert(
                         label.id,
                         WaitingLabel {
                             label: label.label,
                             weight: label.weight,
                             ts: label.ts,
+                            seq,
                         },
                     );
                     LabelOutcome::Waiting
@@ -449,25 +462,26 @@ impl<B: JoinBackend> Joiner<B> {
         }
     }
 
-    /// The wall-clock rule, called periodically by a live worker (never by replay). While the
-    /// watermark moves it notes the wall-clock time; once it has not moved for
-    /// `join.idle_after`, the watermark follows the wall clock from where the events left it, so
-    /// entries still expire (and waiting labels give up) when traffic stops.
+    /// The wall-clock rule, called periodically by a live worker (never by replay). While
+    /// events arrive it notes the wall-clock time; once none has arrived for `join.idle_after`,
+    /// the watermark follows the wall clock from where the events left it, so entries still
+    /// expire (and waiting labels give up) when traffic stops.
     pub fn tick(&mut self, now_wall: i64, out: &mut Swept) {
         let Some(wm) = self.state.watermark else {
             return;
         };
-        match self.state.last_active {
-            Some((since, wm0)) if wm == wm0 || self.state.idle_advanced == Some(wm) => {
+        match self.idle.last_active {
+            Some((since, wm0)) if self.idle.events_since_tick == 0 => {
                 let idle = now_wall.saturating_sub(since).saturating_sub(self.idle_ms);
                 if idle > 0 {
                     self.advance(wm0.saturating_add(idle), out);
-                    self.state.idle_advanced = self.state.watermark;
                 }
             }
             _ => {
-                self.state.last_active = Some((now_wall, wm));
-                self.state.idle_advanced = None;
+                self.idle = IdleClock {
+                    last_active: Some((now_wall, wm)),
+                    events_since_tick: 0,
+                };
             }
         }
     }
@@ -479,7 +493,7 @@ impl<B: JoinBackend> Joiner<B> {
         if self.state.watermark.is_none() {
             // Labels that arrived before any event and without a time of their own start
             // waiting now.
-            for (deadline, _) in self.state.waiting_order.iter_mut() {
+            for (deadline, _, _) in self.state.waiting_order.iter_mut() {
                 if *deadline == i64::MIN {
                     *deadline = wm.saturating_add(self.wait_ms);
                 }
@@ -499,13 +513,14 @@ impl<B: JoinBackend> Joiner<B> {
             }
         }
         let st = &mut self.state;
-        while let Some((deadline, id)) = st.waiting_order.front() {
-            let over = st.waiting_order.len() > self.max_waiting;
-            let due = *deadline < wm;
-            if !(over || due || !st.waiting.contains_key(id)) {
-                break;
-            }
-            if st.waiting.remove(id).is_some() {
+        while let Some((deadline, seq, id)) = st.waiting_order.front() {
+            let live = st.waiting.get(id).is_some_and(|w| w.seq == *seq);
+            if live {
+                let over = st.waiting.len() > self.max_waiting;
+                if !(over || *deadline < wm) {
+                    break;
+                }
+                st.waiting.remove(id);
                 out.unknown_labels += 1;
             }
             st.waiting_order.pop_front();
@@ -645,6 +660,7 @@ pub(crate) mod tests {
         assert_eq!(sw.expired.len(), 1);
         assert_eq!(j.state().watermark, Some(5111));
         // New events reset the idle clock.
+        assert_eq!(j.insert("b", entry(5200)), InsertOutcome::Stored);
         j.advance(5200, &mut sw);
         j.tick(wall + 5000, &mut sw);
         j.tick(wall + 5500, &mut sw);
@@ -671,6 +687,70 @@ pub(crate) mod tests {
         assert_eq!(sw.unknown_labels, 0);
         j.advance(1051, &mut sw);
         assert_eq!(sw.unknown_labels, 1);
+    }
+
+    /// Late events that do not move the watermark still count as traffic for the idle rule.
+    #[test]
+    fn late_events_keep_the_idle_clock_from_running() {
+        let mut c = cfg();
+        c.idle_after = HumanDuration::from_millis(1000);
+        let mut j = Joiner::new(&c, MemoryBackend::default());
+        let mut sw = Swept::default();
+        j.insert("a", entry(5000));
+        j.advance(5000, &mut sw);
+        j.tick(0, &mut sw);
+        for (k, wall) in [(1, 900), (2, 1800), (3, 2700)] {
+            j.insert(&format!("late{k}"), entry(4990));
+            j.advance(4990, &mut sw);
+            j.tick(wall, &mut sw);
+        }
+        j.tick(3500, &mut sw);
+        assert_eq!(j.state().watermark, Some(5000), "traffic kept flowing");
+        j.tick(3701, &mut sw);
+        assert_eq!(
+            j.state().watermark,
+            Some(5001),
+            "idle for 1001 ms since the last tick with events"
+        );
+    }
+
+    /// Labels give up in the order of their deadlines even when a label's own time is far in
+    /// the future, and labels that joined do not count against the buffer.
+    #[test]
+    fn waiting_deadlines_follow_arrival_and_joined_labels_free_their_place() {
+        let mut j = Joiner::new(&cfg(), MemoryBackend::default());
+        let mut sw = Swept::default();
+        j.advance(1000, &mut sw);
+        assert_eq!(
+            j.label(label("future", true, 10_000)),
+            LabelOutcome::Waiting
+        );
+        assert_eq!(j.label(label("b", true, 1000)), LabelOutcome::Waiting);
+        j.advance(1051, &mut sw);
+        assert_eq!(sw.unknown_labels, 2, "both deadlines (1050) passed");
+        // Capacity 3: three wait, two of them join, two more arrive: nobody is evicted.
+        let mut sw = Swept::default();
+        for id in ["w1", "w2", "w3"] {
+            assert_eq!(j.label(label(id, true, 1051)), LabelOutcome::Waiting);
+        }
+        assert!(matches!(
+            j.insert("w2", entry(1051)),
+            InsertOutcome::Joined(_)
+        ));
+        assert!(matches!(
+            j.insert("w3", entry(1051)),
+            InsertOutcome::Joined(_)
+        ));
+        for id in ["w4", "w5"] {
+            assert_eq!(j.label(label(id, true, 1051)), LabelOutcome::Waiting);
+        }
+        j.advance(1052, &mut sw);
+        assert_eq!(sw.unknown_labels, 0);
+        assert_eq!(j.waiting_labels(), 3);
+        assert!(matches!(
+            j.insert("w1", entry(1052)),
+            InsertOutcome::Joined(_)
+        ));
     }
 
     #[test]

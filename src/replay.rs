@@ -2,7 +2,7 @@
 //! merged by timestamp exactly as the worker merges its two topics: the record with the
 //! smallest time goes first, and at equal times the event goes before the label.
 //!
-//! An event without a timestamp takes the previous event's time; a label without one takes the
+//! An event without a timestamp takes the largest event time seen so far; a label without one takes the
 //! previous label's time (before every event if it is the first). `scored_at` is the event time,
 //! so the output is reproducible. Invalid lines are counted, never fatal.
 
@@ -193,7 +193,7 @@ struct ReaderDone {
 
 /// Runs a replay with an in-memory join store.
 pub fn run(cfg: Config, args: &ReplayArgs) -> Result<Report, ReplayError> {
-    let mut engine = Engine::new(cfg, |_| MemoryBackend::default());
+    let mut engine = Engine::new(cfg, |_| (MemoryBackend::default(), None));
     run_with(&mut engine, args, |_| Ok(()))
 }
 

@@ -196,7 +196,7 @@ mod tests {
         let mut c = Config::default();
         c.features.hash_bits = 12;
         c.model.optimizer = kind;
-        let mut e = Engine::new(c.clone(), |_| MemoryBackend::default());
+        let mut e = Engine::new(c.clone(), |_| (MemoryBackend::default(), None));
         for (i, (cat, x, y)) in events.iter().enumerate() {
             let ev =
                 serde_json::json!({"id": i.to_string(), "ts": i, "features": {"c": cat, "x": x}});

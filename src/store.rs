@@ -179,7 +179,7 @@ impl JoinStore {
             by_time,
             meta,
             undo,
-            keep_cuts: keep_cuts.max(1),
+            keep_cuts,
         })
     }
 
@@ -205,13 +205,13 @@ impl JoinStore {
 
     /// [`Self::shard`] for a caller that cannot handle an error where it opens shards: a shard
     /// that failed to open comes back poisoned (reads find nothing, commits fail).
-    pub fn shard_or_poisoned(&self, shard: u32) -> DiskShard {
+    pub fn shard_or_poisoned(&self, shard: u32) -> (DiskShard, Option<JoinerState>) {
         match self.shard(shard) {
-            Ok((s, _)) => s,
+            Ok(opened) => opened,
             Err(e) => {
                 let mut s = self.blank_shard(shard, 0);
                 s.poison(e);
-                s
+                (s, None)
             }
         }
     }
@@ -226,7 +226,7 @@ impl JoinStore {
             before: HashMap::new(),
             times_before: HashMap::new(),
             last_read: None,
-            track_before: self.keep_cuts > 0,
+            track_before: self.undo.is_some(),
             len,
             expire_floor: None,
             purge_floor: None,
@@ -250,6 +250,36 @@ impl JoinStore {
                 });
             }
         }
+        match self.write_cut(tag, shards) {
+            Ok(cut) => {
+                // Durable: only now may the overlays go.
+                for (s, _) in shards.iter_mut() {
+                    s.slots.clear();
+                    s.times.clear();
+                    s.before.clear();
+                    s.times_before.clear();
+                    s.last_read = None;
+                    s.expire_floor = None;
+                    s.purge_floor = None;
+                }
+                Ok(cut)
+            }
+            Err(e) => {
+                // Whether anything reached the disk is unknown: nothing computed from here on
+                // may become durable, so every shard of the cut refuses later commits.
+                for (s, _) in shards.iter_mut() {
+                    s.poison(format!("commit failed: {e}"));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write_cut(
+        &self,
+        tag: u64,
+        shards: &[(&mut DiskShard, &JoinerState)],
+    ) -> Result<Cut, StoreError> {
         let cut = Cut {
             seq: self.last_cut()?.map_or(1, |c| c.seq + 1),
             tag,
@@ -275,29 +305,30 @@ impl JoinStore {
             );
             n += 1;
         };
-        for (s, joiner) in shards.iter_mut() {
-            for (id, slot) in s.slots.drain() {
-                let key = entry_key(s.shard, &id);
-                let before = s.before.remove(&id).flatten();
+        for (s, joiner) in shards.iter() {
+            for (id, slot) in &s.slots {
+                let key = entry_key(s.shard, id);
+                let before = s.before.get(id).cloned().flatten();
                 undo(&mut batch, s.shard, PART_ENTRIES, &key, before);
                 match slot {
-                    Some(slot) => batch.insert(&self.entries, key, encode_slot(&slot)),
+                    Some(slot) => batch.insert(&self.entries, key, encode_slot(slot)),
                     None => batch.remove(&self.entries, key),
                 }
             }
-            s.before.clear();
-            for ((ts, id), present) in std::mem::take(&mut s.times) {
-                let key = time_key(s.shard, ts, &id);
-                let before = s.times_before.remove(&(ts, id)).unwrap_or(false);
+            for ((ts, id), present) in &s.times {
+                let key = time_key(s.shard, *ts, id);
+                let before = s
+                    .times_before
+                    .get(&(*ts, id.clone()))
+                    .copied()
+                    .unwrap_or(false);
                 undo(&mut batch, s.shard, PART_TIME, &key, before.then(Vec::new));
-                if present {
+                if *present {
                     batch.insert(&self.by_time, key, [])
                 } else {
                     batch.remove(&self.by_time, key)
                 }
             }
-            s.times_before.clear();
-            s.last_read = None;
             let mkey = meta_key(s.shard);
             let before = if keep {
                 self.meta.get(&mkey)?.map(|v| v.to_vec())
@@ -314,8 +345,6 @@ impl JoinStore {
                 mkey,
                 postcard::to_stdvec(&meta).unwrap_or_default(),
             );
-            s.expire_floor = None;
-            s.purge_floor = None;
         }
         let before = self.meta.get(CUT_KEY)?.map(|v| v.to_vec());
         undo(&mut batch, u32::MAX, PART_META, CUT_KEY, before);

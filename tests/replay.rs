@@ -226,7 +226,7 @@ fn pipelined_replay_equals_record_by_record() {
     let mut cfg = Config::default();
     cfg.join.window = "80s".parse().expect("duration");
     cfg.join.grace = "10s".parse().expect("duration");
-    let mut piped = Engine::new(cfg.clone(), |_| MemoryBackend::default());
+    let mut piped = Engine::new(cfg.clone(), |_| (MemoryBackend::default(), None));
     let args = ReplayArgs {
         events: s.events.clone(),
         labels: s.labels.clone(),
@@ -261,7 +261,7 @@ fn pipelined_replay_equals_record_by_record() {
         records.push((ts, 1, i, line.to_string()));
     }
     records.sort();
-    let mut single = Engine::new(cfg, |_| MemoryBackend::default());
+    let mut single = Engine::new(cfg, |_| (MemoryBackend::default(), None));
     for (ts, kind, _, line) in &records {
         if *kind == 0 {
             let _ = single.on_event(line.as_bytes(), 0, *ts, *ts);
