@@ -15,15 +15,11 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-fn consume_all(
-    bootstrap: &str,
-    topic: &str,
-    partitions: usize,
-    expect: usize,
-) -> (HashSet<String>, usize) {
+/// A group consumer of `topic` from the earliest offset, with partition-EOF events.
+fn group_consumer(bootstrap: &str, group: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "smoke")
+        .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
@@ -33,6 +29,16 @@ fn consume_all(
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+fn consume_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: usize,
+    expect: usize,
+) -> (HashSet<String>, usize) {
+    let consumer = group_consumer(bootstrap, "smoke", topic);
     let mut keys = HashSet::new();
     let mut eofs = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -144,16 +150,7 @@ fn simulate_produces_co_partitioned_keyed_topics() {
     let labels = summary["labels"].as_u64().expect("labels");
 
     let read = |topic: &str, expect: u64| -> HashMap<String, (i32, i64, serde_json::Value)> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &broker.bootstrap)
-            .set("group.id", format!("check-{topic}"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "true")
-            .set("session.timeout.ms", "2000")
-            .set("heartbeat.interval.ms", "300")
-            .create()
-            .expect("consumer");
-        consumer.subscribe(&[topic]).expect("subscribe");
+        let consumer = group_consumer(&broker.bootstrap, &format!("check-{topic}"), topic);
         let (mut got, mut n, mut eofs) = (HashMap::new(), 0u64, HashSet::new());
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline && (n < expect || eofs.len() < 3) {
