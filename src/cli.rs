@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::checkpoint::Checkpoints;
 use crate::config::Config;
 use crate::duration::HumanDuration;
 use crate::replay::{self, ReplayArgs};
@@ -30,6 +31,38 @@ pub enum Command {
     Replay(ReplayCmd),
     /// Generate synthetic fraud-like events and delayed labels with a known ground truth.
     Simulate(SimulateCmd),
+    /// Inspect the checkpoints in `checkpoint.dir`.
+    Checkpoint {
+        /// What to do.
+        #[command(subcommand)]
+        action: CheckpointAction,
+    },
+    /// Make the model of checkpoint VERSION the new head (a new version with a lineage note;
+    /// offsets are not rewound). Run it while no worker uses the state directory.
+    Rollback {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The version whose model becomes the head.
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+/// `streamlr checkpoint ...`.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointAction {
+    /// One line per checkpoint: version, parent, time, store cut, lineage, or why it is refused.
+    List(ConfigArg),
+    /// A checkpoint's metadata and model summary as JSON (default: the newest valid one).
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Version to show.
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Verifies every checkpoint (magic, format, checksum, payload); exit code 1 if any is refused.
+    Verify(ConfigArg),
 }
 
 /// The `--config` option.
@@ -57,10 +90,11 @@ pub struct ReplayCmd {
     /// Write the JSON report here (default: stdout).
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Keep join entries in the disk-backed store in this directory (default: in memory).
+    /// Persist state as the worker does, in `checkpoint.dir` (which must be empty): the
+    /// disk-backed join store and a checkpoint every --commit-every records (default: in memory).
     #[arg(long)]
-    store: Option<PathBuf>,
-    /// With --store: commit a cut every this many records.
+    persist: bool,
+    /// With --persist: take a cut (checkpoint + store commit) every this many records.
     #[arg(long, default_value_t = 100_000)]
     commit_every: u64,
 }
@@ -140,9 +174,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 predictions: a.predictions,
                 progress: true,
             };
-            let report = match &a.store {
-                Some(dir) => replay::run_on_store(cfg, &args, dir, a.commit_every)?,
-                None => replay::run(cfg, &args)?,
+            let report = if a.persist {
+                replay::run_persistent(cfg, &args, a.commit_every)?
+            } else {
+                replay::run(cfg, &args)?
             };
             let text = serde_json::to_string_pretty(&report)?;
             match a.report {
@@ -153,6 +188,88 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Simulate(a) => simulate(a),
+        Command::Checkpoint { action } => checkpoint(action, env),
+        Command::Rollback { config, to } => {
+            let cfg = Config::load(config.config.as_deref(), env)?;
+            let ckpts = Checkpoints::open(&cfg.checkpoint.checkpoints_dir(), cfg.checkpoint.keep)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let meta = ckpts.rollback(to, now)?;
+            println!("{}", serde_json::to_string_pretty(&meta)?);
+            Ok(())
+        }
+    }
+}
+
+fn checkpoint(action: CheckpointAction, env: std::env::Vars) -> anyhow::Result<()> {
+    let config = match &action {
+        CheckpointAction::List(c) | CheckpointAction::Verify(c) => c,
+        CheckpointAction::Show { config, .. } => config,
+    };
+    let cfg = Config::load(config.config.as_deref(), env)?;
+    let ckpts = Checkpoints::open(&cfg.checkpoint.checkpoints_dir(), cfg.checkpoint.keep)?;
+    match action {
+        CheckpointAction::List(_) => {
+            for l in ckpts.list()? {
+                match l.status {
+                    Ok(m) => println!(
+                        "{:>8}  parent {:<8} created_at {}  store_cut {:<6} {}",
+                        m.version,
+                        m.parent.map_or("-".into(), |p| p.to_string()),
+                        m.created_at_ms,
+                        m.store_cut.map_or("-".into(), |c| c.to_string()),
+                        m.lineage.unwrap_or_default()
+                    ),
+                    Err(e) => println!("{:>8}  REFUSED: {e}", l.version),
+                }
+            }
+            Ok(())
+        }
+        CheckpointAction::Verify(_) => {
+            let list = ckpts.list()?;
+            let mut refused = 0;
+            for l in &list {
+                match &l.status {
+                    Ok(_) => println!("{:>8}  ok", l.version),
+                    Err(e) => {
+                        refused += 1;
+                        println!("{:>8}  REFUSED: {e}", l.version);
+                    }
+                }
+            }
+            anyhow::ensure!(
+                refused == 0,
+                "{refused} of {} checkpoints refused",
+                list.len()
+            );
+            Ok(())
+        }
+        CheckpointAction::Show { version, .. } => {
+            let c = match version {
+                Some(v) => ckpts.load(v)?,
+                None => ckpts
+                    .latest_valid(u64::MAX)?
+                    .0
+                    .ok_or_else(|| anyhow::anyhow!("no valid checkpoint"))?,
+            };
+            let (schema, learner) = crate::snapshot::decode(&c.learner, None)?;
+            let out = serde_json::json!({
+                "meta": c.meta,
+                "schema": schema,
+                "model": {
+                    "version": learner.version,
+                    "optimizer": learner.optim.kind,
+                    "updates": learner.counters.updates,
+                    "nonzero_weights": learner.model.nonzero(),
+                    "weight_norm": learner.model.weight_norm(),
+                    "bias": learner.model.bias(),
+                },
+                "quality": learner.quality.total.summary(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
     }
 }
 

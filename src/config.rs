@@ -31,8 +31,41 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Joining delayed labels to what was scored.
     pub join: JoinConfig,
+    /// Where state lives: checkpoint files and the disk-backed join store.
+    pub checkpoint: CheckpointConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Where state lives. The join store is `<dir>/join`, checkpoint files `<dir>/checkpoints`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// State directory.
+    pub dir: String,
+    /// Checkpoint files kept (older ones are deleted).
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            dir: "state".into(),
+            keep: 5,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// The join store's directory.
+    pub fn join_dir(&self) -> std::path::PathBuf {
+        Path::new(&self.dir).join("join")
+    }
+
+    /// The checkpoint files' directory.
+    pub fn checkpoints_dir(&self) -> std::path::PathBuf {
+        Path::new(&self.dir).join("checkpoints")
+    }
 }
 
 /// Field names of the wire formats, so existing topics work without a translation step.
@@ -766,6 +799,12 @@ impl Config {
                 self.join.implicit_label.to_string(),
                 "must be 0 or 1",
             );
+        }
+        if self.checkpoint.keep == 0 {
+            bad("checkpoint.keep", "0".into(), "must be >= 1");
+        }
+        if self.checkpoint.dir.trim().is_empty() {
+            bad("checkpoint.dir", "\"\"".into(), "must not be empty");
         }
         let l = &self.limits;
         for (key, v) in [

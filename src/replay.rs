@@ -10,19 +10,21 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::config::Config;
 use std::sync::mpsc::SyncSender;
 
+use crate::checkpoint::{CheckpointMeta, Checkpoints};
 use crate::engine::{EncodedEvent, Engine, LabelCount, encode_event};
 use crate::event::{DecodeError, Decoder, Label, Reason};
 use crate::features::{Encoded, Encoder};
 use crate::join::{JoinBackend, JoinerState, MemoryBackend};
 use crate::metrics::{Quality, QualitySummary};
-use crate::store::{DiskShard, JoinStore, StoreError};
+use crate::snapshot::{self, SchemaId};
+use crate::store::{DiskShard, JoinStore};
 
 /// Replay inputs and outputs.
 #[derive(Debug, Clone)]
@@ -175,6 +177,8 @@ impl Lines {
 /// One record in merge order, decoded and (for events) encoded by the reader thread.
 enum Rec {
     Event(EncodedEvent),
+    /// An event line for the learner to decode and encode itself, with its merge time.
+    Raw(Vec<u8>, i64),
     BadEvent(DecodeError),
     Label(Label),
     BadLabel(DecodeError),
@@ -186,7 +190,8 @@ const BATCH: usize = 1024;
 
 /// What the reader thread hands back.
 struct ReaderDone {
-    encoder: Encoder,
+    /// The reader's encoder, when it encoded.
+    encoder: Option<Encoder>,
     events: u64,
     labels: u64,
 }
@@ -197,48 +202,84 @@ pub fn run(cfg: Config, args: &ReplayArgs) -> Result<Report, ReplayError> {
     run_with(&mut engine, args, |_| Ok(()))
 }
 
-/// Runs a replay with the disk-backed join store in `dir` (shard 0), committing a cut after
-/// every `commit_every` records read and at the end — the store as the worker uses it.
-pub fn run_on_store(
+/// Runs a replay that persists its state the way the worker does, in `checkpoint.dir`: the
+/// disk-backed join store in `join/` and checkpoint files in `checkpoints/`. Every
+/// `commit_every` records and at the end it takes a cut: the checkpoint file of version V first
+/// (learner state, naming the store cut it belongs to), then the store's atomic commit tagged V.
+/// The state directory must not hold a previous run.
+pub fn run_persistent(
     cfg: Config,
     args: &ReplayArgs,
-    dir: &Path,
     commit_every: u64,
 ) -> Result<Report, ReplayError> {
-    let store_err = |e: StoreError| ReplayError::Io {
-        path: dir.display().to_string(),
+    let dir = cfg.checkpoint.join_dir();
+    let failed = |path: &Path, e: String| ReplayError::Io {
+        path: path.display().to_string(),
         source: std::io::Error::other(e),
     };
-    let store =
-        JoinStore::open(dir, cfg.join.cache_bytes, cfg.join.rollback_cuts).map_err(store_err)?;
-    let (shard, state) = store.shard(0).map_err(store_err)?;
+    let store = JoinStore::open(&dir, cfg.join.cache_bytes, cfg.join.rollback_cuts)
+        .map_err(|e| failed(&dir, e.to_string()))?;
+    if store
+        .last_cut()
+        .map_err(|e| failed(&dir, e.to_string()))?
+        .is_some()
+    {
+        return Err(failed(
+            &dir,
+            "holds the state of an earlier run: use an empty checkpoint.dir".into(),
+        ));
+    }
+    let ckpt_dir = cfg.checkpoint.checkpoints_dir();
+    let ckpts = Checkpoints::open(&ckpt_dir, cfg.checkpoint.keep)
+        .map_err(|e| failed(&ckpt_dir, e.to_string()))?;
+    let schema = SchemaId {
+        digest: cfg.schema_digest(),
+        hash_seed: cfg.features.hash_seed,
+        hash_bits: cfg.features.hash_bits,
+    };
     let opener = store.clone();
     let mut engine = Engine::new(cfg, move |p| opener.shard_or_poisoned(p as u32));
-    engine.add_shard(0, shard, state);
-    let mut since = 0u64;
-    let mut tag = store.last_cut().map_err(store_err)?.map_or(0, |c| c.tag);
-    let mut commit = |engine: &mut Engine<DiskShard>, force: bool| -> Result<(), ReplayError> {
+    let (mut since, mut version, mut seq) = (0u64, 0u64, 0u64);
+    let mut cut = |engine: &mut Engine<DiskShard>, force: bool| -> Result<(), ReplayError> {
         since += 1;
-        if force || since >= commit_every.max(1) {
-            since = 0;
-            tag += 1;
-            let mut parts: Vec<(i32, JoinerState)> = engine
-                .shards()
-                .iter()
-                .map(|(p, j)| (*p, j.state().clone()))
-                .collect();
-            let mut shards: Vec<(&mut DiskShard, &JoinerState)> = engine
-                .shards_mut()
-                .iter_mut()
-                .zip(parts.iter_mut())
-                .map(|((_, j), (_, st))| (j.backend_mut(), &*st))
-                .collect();
-            store.commit(tag, &mut shards).map_err(store_err)?;
+        if !(force || since >= commit_every.max(1)) {
+            return Ok(());
         }
+        since = 0;
+        let meta = CheckpointMeta {
+            version: version + 1,
+            parent: (version > 0).then_some(version),
+            created_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            schema_digest: schema.digest.clone(),
+            offsets: Vec::new(),
+            label_ranges: Vec::new(),
+            store_cut: Some(seq + 1),
+            lineage: None,
+        };
+        ckpts
+            .write(&meta, &snapshot::encode(&schema, &engine.learner_state()))
+            .map_err(|e| failed(&ckpt_dir, e.to_string()))?;
+        let states: Vec<JoinerState> = engine
+            .shards()
+            .values()
+            .map(|j| j.state().clone())
+            .collect();
+        let mut shards: Vec<(&mut DiskShard, &JoinerState)> = engine
+            .shards_mut()
+            .values_mut()
+            .zip(states.iter())
+            .map(|(j, st)| (j.backend_mut(), st))
+            .collect();
+        let c = store
+            .commit(meta.version, &mut shards)
+            .map_err(|e| failed(&dir, e.to_string()))?;
+        (version, seq) = (meta.version, c.seq);
         Ok(())
     };
-    let report = run_with(&mut engine, args, |e| commit(e, false))?;
-    commit(&mut engine, true)?;
+    let report = run_inner(&mut engine, args, false, |e| cut(e, false))?;
+    cut(&mut engine, true)?;
     Ok(report)
 }
 
@@ -251,6 +292,17 @@ pub fn run_on_store(
 pub fn run_with<B: JoinBackend>(
     engine: &mut Engine<B>,
     args: &ReplayArgs,
+    after_record: impl FnMut(&mut Engine<B>) -> Result<(), ReplayError>,
+) -> Result<Report, ReplayError> {
+    run_inner(engine, args, true, after_record)
+}
+
+/// `encode_on_reader = false`: the learner decodes and encodes events itself, so the engine's
+/// scaling statistics are current at every record (what a checkpoint taken mid-run needs).
+fn run_inner<B: JoinBackend>(
+    engine: &mut Engine<B>,
+    args: &ReplayArgs,
+    encode_on_reader: bool,
     mut after_record: impl FnMut(&mut Engine<B>) -> Result<(), ReplayError>,
 ) -> Result<Report, ReplayError> {
     let started = Instant::now();
@@ -274,8 +326,10 @@ pub fn run_with<B: JoinBackend>(
     let mut written: Result<(), ReplayError> = Ok(());
     let done = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Rec>>(16);
-        let reader =
-            scope.spawn(move || read_merged(args, events_size, decoder, encoder, with_names, tx));
+        let reader = scope.spawn(move || {
+            let encoder = encode_on_reader.then_some(encoder);
+            read_merged(args, events_size, decoder, encoder, with_names, tx)
+        });
         let mut n = 0u64;
         for batch in rx {
             for rec in batch {
@@ -288,6 +342,14 @@ pub fn run_with<B: JoinBackend>(
                         if let (Some((w, path)), Ok(())) = (&mut out, &written) {
                             let p = engine.prediction_named(&id, &scored, ts, &names);
                             written = write_line(w, path, &p);
+                        }
+                    }
+                    Rec::Raw(bytes, ts) => {
+                        n += 1;
+                        if let Ok(p) = engine.on_event(&bytes, 0, ts, ts) {
+                            if let (Some((w, path)), Ok(())) = (&mut out, &written) {
+                                written = write_line(w, path, &p);
+                            }
                         }
                     }
                     Rec::BadEvent(e) => {
@@ -321,7 +383,9 @@ pub fn run_with<B: JoinBackend>(
         })
     })?;
     written?;
-    engine.restore_scaler(&done.encoder.scaler_state());
+    if let Some(encoder) = &done.encoder {
+        engine.restore_scaler(&encoder.scaler_state());
+    }
     if let Some((w, path)) = &mut out {
         w.flush().map_err(io(path))?;
     }
@@ -350,7 +414,7 @@ fn read_merged(
     args: &ReplayArgs,
     events_size: u64,
     decoder: Decoder,
-    mut encoder: Encoder,
+    mut encoder: Option<Encoder>,
     with_names: bool,
     tx: SyncSender<Vec<Rec>>,
 ) -> Result<ReaderDone, ReplayError> {
@@ -405,12 +469,13 @@ fn read_merged(
             cut_sent = true;
             batch.push(Rec::Cut);
         }
-        batch.push(match decoded {
-            Ok(ev) => match encode_event(&mut encoder, &ev, ts, &mut buf, with_names) {
+        batch.push(match (&mut encoder, decoded) {
+            (None, _) => Rec::Raw(events.buf.clone(), ts),
+            (Some(encoder), Ok(ev)) => match encode_event(encoder, &ev, ts, &mut buf, with_names) {
                 Ok(e) => Rec::Event(e),
                 Err(e) => Rec::BadEvent(e),
             },
-            Err(e) => Rec::BadEvent(e),
+            (Some(_), Err(e)) => Rec::BadEvent(e),
         });
         if !send(&mut batch, false) {
             break;

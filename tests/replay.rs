@@ -307,8 +307,11 @@ fn replay_on_the_disk_store_equals_replay_in_memory() {
         progress: false,
     };
     let mem = replay::run(cfg.clone(), &args).expect("memory replay");
-    let store_dir = dir.path().join("store");
-    let disk = replay::run_on_store(cfg, &args, &store_dir, 5_000).expect("disk replay");
+    let mut persisted = cfg.clone();
+    persisted.checkpoint.dir = dir.path().join("state").display().to_string();
+    persisted.checkpoint.keep = 3;
+    let store_dir = persisted.checkpoint.join_dir();
+    let disk = replay::run_persistent(persisted.clone(), &args, 5_000).expect("disk replay");
     assert_eq!(disk.labels, mem.labels);
     assert!(
         mem.labels["implicit"] > 0 && mem.labels["late"] > 0,
@@ -329,4 +332,98 @@ fn replay_on_the_disk_store_equals_replay_in_memory() {
     let store = streamlr::store::JoinStore::open(&store_dir, 1 << 20, 1).expect("reopen");
     let cut = store.last_cut().expect("cut").expect("committed");
     assert!(cut.seq >= 8, "about one cut per 5k records: {cut:?}");
+    // The newest checkpoint is the one the store's last cut names, and holds the final model.
+    let ckpts = streamlr::checkpoint::Checkpoints::open(&persisted.checkpoint.checkpoints_dir(), 3)
+        .expect("dir");
+    assert_eq!(ckpts.versions().expect("versions").len(), 3, "keep = 3");
+    let head = ckpts.load(cut.tag).expect("checkpoint of the last cut");
+    assert_eq!(head.meta.store_cut, Some(cut.seq));
+    let (_, learner) = streamlr::snapshot::decode(&head.learner, None).expect("learner");
+    assert_eq!(learner.counters.updates, mem.updates.applied);
+    assert_eq!(learner.model.bias().to_bits(), mem.model.bias.to_bits());
+    // A second run into the same state directory is refused.
+    assert!(replay::run_persistent(persisted, &args, 5_000).is_err());
+}
+
+/// The checkpoint commands on the state a persisted replay leaves: list, verify, show, a
+/// tampered file refused by verify (exit 1) and skipped by show, and rollback to an older model.
+#[test]
+fn checkpoint_commands_list_verify_show_and_roll_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = common::write_stream(
+        dir.path(),
+        SimConfig {
+            count: 6_000,
+            seed: 2,
+            ..SimConfig::default()
+        },
+    );
+    let state = dir.path().join("state");
+    let env = [
+        ("STREAMLR__CHECKPOINT__DIR", state.to_str().expect("utf8")),
+        ("STREAMLR__CHECKPOINT__KEEP", "10"),
+    ];
+    let run = |args: &[&str]| common::run(args, &env);
+    let out = run(&[
+        "replay",
+        "--events",
+        s.events.to_str().expect("utf8"),
+        "--labels",
+        s.labels.to_str().expect("utf8"),
+        "--persist",
+        "--commit-every",
+        "3000",
+        "--report",
+        dir.path().join("r.json").to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["checkpoint", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(listed >= 3, "a checkpoint every 3000 records: {listed}");
+    // Tamper with the newest: verify fails naming it, show falls back to the previous one.
+    let newest = listed as u64;
+    let path = state
+        .join("checkpoints")
+        .join(format!("ckpt-{newest:020}.bin"));
+    let mut bytes = std::fs::read(&path).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&path, bytes).expect("tamper");
+    let out = run(&["checkpoint", "verify"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("checksum mismatch"));
+    let out = run(&["checkpoint", "show"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(shown["meta"]["version"].as_u64(), Some(newest - 1));
+    // Roll back to version 1: a new head, parent 1, with version 1's model.
+    let out = run(&["rollback", "--to", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(head["version"].as_u64(), Some(newest + 1));
+    assert_eq!(head["parent"].as_u64(), Some(1));
+    let one: serde_json::Value =
+        serde_json::from_slice(&run(&["checkpoint", "show", "--version", "1"]).stdout)
+            .expect("json");
+    let new: serde_json::Value =
+        serde_json::from_slice(&run(&["checkpoint", "show"]).stdout).expect("json");
+    assert_eq!(new["meta"]["version"].as_u64(), Some(newest + 1));
+    assert_eq!(new["model"], one["model"]);
 }
