@@ -168,6 +168,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Replay(a) => {
             let cfg = Config::load(a.config.config.as_deref(), env)?;
+            init_logging(&cfg.log);
             let args = ReplayArgs {
                 events: a.events,
                 labels: a.labels,
@@ -202,12 +203,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Structured logs on stderr per `[log]`: a tracing filter and `pretty` or `json` lines.
+pub fn init_logging(log: &crate::config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        crate::config::LogFormat::Json => builder.json().try_init(),
+        crate::config::LogFormat::Pretty => builder.try_init(),
+    };
+}
+
 fn checkpoint(action: CheckpointAction, env: std::env::Vars) -> anyhow::Result<()> {
     let config = match &action {
         CheckpointAction::List(c) | CheckpointAction::Verify(c) => c,
         CheckpointAction::Show { config, .. } => config,
     };
     let cfg = Config::load(config.config.as_deref(), env)?;
+    init_logging(&cfg.log);
     let ckpts = Checkpoints::open(&cfg.checkpoint.checkpoints_dir(), cfg.checkpoint.keep)?;
     match action {
         CheckpointAction::List(_) => {
