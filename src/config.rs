@@ -520,7 +520,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Pretty,
-            level: "info".into(),
+            level: "info,fjall=warn,lsm_tree=warn".into(),
         }
     }
 }
