@@ -52,3 +52,77 @@ pub fn send_blocking(
 pub fn flush(producer: &BaseProducer, timeout: Duration) -> Result<(), KafkaError> {
     producer.flush(timeout)
 }
+
+/// Why the input topics cannot be joined partition by partition.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// Metadata could not be fetched.
+    #[error("cannot read metadata of topic {topic:?}: {source}")]
+    Metadata {
+        /// The topic.
+        topic: String,
+        /// Cause.
+        source: KafkaError,
+    },
+    /// The topic does not exist (or has no partitions).
+    #[error(
+        "topic {topic:?} does not exist: create it with the same partition count as the other input topic"
+    )]
+    Missing {
+        /// The topic.
+        topic: String,
+    },
+    /// Different partition counts: an id's label would not be in its event's partition.
+    #[error(
+        "topics {events:?} ({events_partitions} partitions) and {labels:?} ({labels_partitions} partitions) are \
+         not co-partitioned: give both the same partition count and key every record by id, so an id's label \
+         lands in the partition of its event"
+    )]
+    NotCoPartitioned {
+        /// Events topic.
+        events: String,
+        /// Its partitions.
+        events_partitions: usize,
+        /// Labels topic.
+        labels: String,
+        /// Its partitions.
+        labels_partitions: usize,
+    },
+}
+
+/// Checks that the events and labels topics exist with the same partition count; returns it.
+pub fn check_co_partitioned<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    events: &str,
+    labels: &str,
+    timeout: Duration,
+) -> Result<usize, TopicError> {
+    let count = |topic: &str| -> Result<usize, TopicError> {
+        let md = client
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|source| TopicError::Metadata {
+                topic: topic.to_string(),
+                source,
+            })?;
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        match t {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len())
+            }
+            _ => Err(TopicError::Missing {
+                topic: topic.to_string(),
+            }),
+        }
+    };
+    let (e, l) = (count(events)?, count(labels)?);
+    if e == l {
+        Ok(e)
+    } else {
+        Err(TopicError::NotCoPartitioned {
+            events: events.to_string(),
+            events_partitions: e,
+            labels: labels.to_string(),
+            labels_partitions: l,
+        })
+    }
+}

@@ -202,3 +202,40 @@ fn simulate_produces_co_partitioned_keyed_topics() {
     }
     assert_eq!(checked, labels);
 }
+
+/// Co-partitioning is checked against the broker's metadata: same count passes, a mismatch or a
+/// missing topic is refused with an error that says what to fix.
+#[test]
+fn co_partitioning_is_checked() {
+    use rdkafka::producer::BaseProducer as P;
+    use streamlr::kafka::{TopicError, check_co_partitioned};
+    let broker = common::Broker::start();
+    broker.topic("events3", 3);
+    broker.topic("labels3", 3);
+    broker.topic("labels2", 2);
+    let p: P = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .expect("client");
+    let t = Duration::from_secs(10);
+    assert_eq!(
+        check_co_partitioned(p.client(), "events3", "labels3", t).expect("same count"),
+        3
+    );
+    let e = check_co_partitioned(p.client(), "events3", "labels2", t).expect_err("mismatch");
+    assert!(matches!(
+        e,
+        TopicError::NotCoPartitioned {
+            events_partitions: 3,
+            labels_partitions: 2,
+            ..
+        }
+    ));
+    let msg = e.to_string();
+    assert!(
+        msg.contains("same partition count") && msg.contains("key every record by id"),
+        "{msg}"
+    );
+    let e = check_co_partitioned(p.client(), "events3", "nope", t).expect_err("missing");
+    assert!(e.to_string().contains("\"nope\""), "{e}");
+}
