@@ -414,7 +414,7 @@ impl Sink {
                 labels.flush()?;
             }
             Sink::Kafka { producer, .. } => {
-                crate::kafka::flush(producer, std::time::Duration::from_secs(60))?
+                rdkafka::producer::Producer::flush(producer, std::time::Duration::from_secs(60))?
             }
         }
         Ok(())

@@ -257,13 +257,8 @@ impl<B: JoinBackend> Engine<B> {
         }
     }
 
-    /// Decodes an event message (no state change; pair with [`Self::score`] or
-    /// [`Self::reject_event`]).
-    pub fn decode_event<'a>(&self, bytes: &'a [u8]) -> Result<RawEvent<'a>, DecodeError> {
-        self.decoder.decode_event(bytes)
-    }
-
-    /// Counts an event that could not be decoded.
+    /// Counts an event that could not be decoded or encoded (here or by [`encode_event`] on
+    /// another thread).
     pub fn reject_event(&mut self, e: &DecodeError) {
         self.counters.invalid_event(e.reason);
     }
@@ -320,11 +315,6 @@ impl<B: JoinBackend> Engine<B> {
     /// an encoder that has seen the same events in the same order).
     pub fn apply_encoded(&mut self, e: EncodedEvent, partition: i32) -> Scored {
         self.apply(&e.id, partition, e.ts, e.x, e.ignored)
-    }
-
-    /// Counts an event refused by an encoder on another thread.
-    pub fn count_rejected(&mut self, reason: Reason) {
-        self.counters.invalid_event(reason);
     }
 
     fn apply(&mut self, id: &str, partition: i32, ts: i64, x: SparseVec, ignored: u32) -> Scored {
@@ -407,12 +397,6 @@ impl<B: JoinBackend> Engine<B> {
             scored_at: now_ms,
             contributions,
         }
-    }
-
-    /// Decodes a label message (no state change; pair with [`Self::apply_label`] or
-    /// [`Self::reject_label`]).
-    pub fn decode_label(&self, bytes: &[u8]) -> Result<Label, DecodeError> {
-        self.decoder.decode_label(bytes)
     }
 
     /// Counts a label that could not be decoded.

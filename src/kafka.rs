@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// A client configuration: `bootstrap.servers` plus librdkafka properties passed through as
@@ -46,11 +46,6 @@ pub fn send_blocking(
             Err((e, _)) => return Err(e),
         }
     }
-}
-
-/// Flushes everything queued, or fails after `timeout`.
-pub fn flush(producer: &BaseProducer, timeout: Duration) -> Result<(), KafkaError> {
-    producer.flush(timeout)
 }
 
 /// Why the input topics cannot be joined partition by partition.

@@ -354,7 +354,7 @@ fn run_inner<B: JoinBackend>(
                     }
                     Rec::BadEvent(e) => {
                         n += 1;
-                        engine.count_rejected(e.reason);
+                        engine.reject_event(&e);
                     }
                     Rec::Label(l) => {
                         engine.apply_label(l, 0);
