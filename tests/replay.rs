@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use streamlr::config::Config;
 use streamlr::model::log_loss_prob;
-use streamlr::replay::{self, ReplayArgs};
+use streamlr::replay;
 use streamlr::simulate::SimConfig;
 
 /// On a stationary stream with a known logistic ground truth and labels delayed up to a minute,
@@ -25,12 +25,7 @@ fn replay_learns_close_to_the_ground_truth() {
     };
     let s = common::write_stream(dir.path(), cfg);
     let predictions = dir.path().join("predictions.jsonl");
-    let args = ReplayArgs {
-        events: s.events.clone(),
-        labels: s.labels.clone(),
-        predictions: Some(predictions.clone()),
-        progress: false,
-    };
+    let args = s.args(Some(predictions.clone()));
     let report = replay::run(Config::default(), &args).expect("replay");
     assert_eq!(report.events.scored, 300_000);
     assert_eq!(report.labels["joined"], 300_000);
@@ -165,12 +160,7 @@ fn replay_is_deterministic() {
     );
     let run = |name: &str| {
         let p = dir.path().join(name);
-        let args = ReplayArgs {
-            events: s.events.clone(),
-            labels: s.labels.clone(),
-            predictions: Some(p.clone()),
-            progress: false,
-        };
+        let args = s.args(Some(p.clone()));
         replay::run(Config::default(), &args).expect("replay");
         std::fs::read(p).expect("read")
     };
@@ -227,12 +217,7 @@ fn pipelined_replay_equals_record_by_record() {
     cfg.join.window = "80s".parse().expect("duration");
     cfg.join.grace = "10s".parse().expect("duration");
     let mut piped = Engine::new(cfg.clone(), |_| (MemoryBackend::default(), None));
-    let args = ReplayArgs {
-        events: s.events.clone(),
-        labels: s.labels.clone(),
-        predictions: None,
-        progress: false,
-    };
+    let args = s.args(None);
     replay::run_with(&mut piped, &args, |_| Ok(())).expect("replay");
 
     let mut records: Vec<(i64, u8, usize, String)> = Vec::new();
@@ -300,12 +285,7 @@ fn replay_on_the_disk_store_equals_replay_in_memory() {
     cfg.join.window = "90s".parse().expect("duration");
     cfg.join.grace = "10s".parse().expect("duration");
     cfg.join.on_expiry = streamlr::config::OnExpiry::Implicit;
-    let args = ReplayArgs {
-        events: s.events.clone(),
-        labels: s.labels.clone(),
-        predictions: None,
-        progress: false,
-    };
+    let args = s.args(None);
     let mem = replay::run(cfg.clone(), &args).expect("memory replay");
     let mut persisted = cfg.clone();
     persisted.checkpoint.dir = dir.path().join("state").display().to_string();

@@ -32,6 +32,18 @@ pub struct Stream {
     pub summary: streamlr::simulate::SimSummary,
 }
 
+impl Stream {
+    /// Replay arguments for this stream, writing predictions to `predictions` if given.
+    pub fn args(&self, predictions: Option<PathBuf>) -> streamlr::replay::ReplayArgs {
+        streamlr::replay::ReplayArgs {
+            events: self.events.clone(),
+            labels: self.labels.clone(),
+            predictions,
+            progress: false,
+        }
+    }
+}
+
 /// Writes a simulated stream into `dir`.
 pub fn write_stream(dir: &Path, cfg: SimConfig) -> Stream {
     let events = dir.join("events.jsonl");
@@ -74,20 +86,21 @@ pub struct Broker {
     pub bootstrap: String,
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh")
+/// Runs `scripts/broker.sh COMMAND DIR ARGS...`.
+fn broker_script(command: &str, dir: &Path, args: &[&str]) -> std::io::Result<Output> {
+    Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh"))
+        .arg(command)
+        .arg(dir)
+        .args(args)
+        .output()
 }
 
 impl Broker {
     /// Starts a broker.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .expect("broker.sh");
+        let out = broker_script("start", dir.path(), &[]).expect("broker.sh start");
         assert!(
             out.status.success(),
             "broker did not start: {}",
@@ -99,12 +112,7 @@ impl Broker {
 
     /// Creates a topic with `partitions` partitions.
     pub fn topic(&self, name: &str, partitions: u32) {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["topic"])
-            .arg(self.dir.path())
-            .args([name, &partitions.to_string()])
-            .output()
+        let out = broker_script("topic", self.dir.path(), &[name, &partitions.to_string()])
             .expect("broker.sh topic");
         assert!(
             out.status.success(),
@@ -116,10 +124,6 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
+        let _ = broker_script("stop", self.dir.path(), &[]);
     }
 }
