@@ -136,10 +136,9 @@ impl Checkpoints {
             if let Some(num) = name
                 .strip_prefix("ckpt-")
                 .and_then(|n| n.strip_suffix(".bin"))
+                && let Ok(version) = num.parse()
             {
-                if let Ok(version) = num.parse() {
-                    v.push(version);
-                }
+                v.push(version);
             }
         }
         v.sort_unstable();

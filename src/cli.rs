@@ -27,6 +27,9 @@ pub enum Command {
     /// Print the effective configuration (defaults < file < STREAMLR__* environment), secrets
     /// redacted, or every problem with its key and value.
     CheckConfig(ConfigArg),
+    /// Run the worker on Kafka until SIGTERM/SIGINT: score events, emit predictions, join
+    /// delayed labels, learn, checkpoint.
+    Run(ConfigArg),
     /// Run the learner over JSONL files of events and labels merged by time; write a JSON report.
     Replay(ReplayCmd),
     /// Generate synthetic fraud-like events and delayed labels with a known ground truth.
@@ -188,11 +191,43 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Run(a) => {
+            let cfg = Config::load(a.config.as_deref(), env)?;
+            init_logging(&cfg.log);
+            let stop = crate::worker::Stop::new();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let on_signal = stop.clone();
+            rt.spawn(async move {
+                match shutdown_signal().await {
+                    Ok(name) => tracing::info!(signal = name, "Stopping"),
+                    Err(e) => tracing::error!(error = %e, "Cannot listen for signals"),
+                }
+                on_signal.request();
+            });
+            let result = crate::worker::run(cfg, stop);
+            rt.shutdown_background();
+            result.map_err(|e| {
+                tracing::error!(error = %e, "Worker stopped");
+                e.into()
+            })
+        }
         Command::Simulate(a) => simulate(a),
         Command::Checkpoint { action } => checkpoint(action, env),
         Command::Rollback { config, to } => {
             let cfg = Config::load(config.config.as_deref(), env)?;
-            let ckpts = Checkpoints::open(&cfg.checkpoint.checkpoints_dir(), cfg.checkpoint.keep)?;
+            init_logging(&cfg.log);
+            // Locks the directory (refused while a worker runs) and settles it first: orphan
+            // checkpoints are removed, so the new head names a store cut that exists.
+            let (state, _) = crate::state::StateDir::open(&cfg)?;
+            let ckpts = state.checkpoints();
+            let target = ckpts.load(to)?;
+            crate::snapshot::decode(&target.learner, Some(&crate::state::schema_of(&cfg)))
+                .map_err(|e| {
+                    anyhow::anyhow!("checkpoint {to} cannot be used with this configuration: {e}")
+                })?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
@@ -203,13 +238,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT with the signal's name.
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
 /// Structured logs on stderr per `[log]`: a tracing filter and `pretty` or `json` lines.
 pub fn init_logging(log: &crate::config::LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match log.format {
         crate::config::LogFormat::Json => builder.json().try_init(),
         crate::config::LogFormat::Pretty => builder.try_init(),
@@ -281,6 +328,10 @@ fn checkpoint(action: CheckpointAction, env: std::env::Vars) -> anyhow::Result<(
                     "bias": learner.model.bias(),
                 },
                 "quality": learner.quality.total.summary(),
+                "counters": learner.counters.named(),
+                // Identifies the learner state bit for bit (weights, optimizer, scaler,
+                // metrics, counters): equal digests mean identical models.
+                "learner_crc32": format!("{:08x}", crc32fast::hash(&c.learner)),
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())

@@ -31,8 +31,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Joining delayed labels to what was scored.
     pub join: JoinConfig,
-    /// Where state lives: checkpoint files and the disk-backed join store.
+    /// Where state lives and how often the worker takes a cut.
     pub checkpoint: CheckpointConfig,
+    /// Kafka: brokers, group, topics, merge and client properties (the worker only).
+    pub kafka: KafkaConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -45,6 +47,13 @@ pub struct CheckpointConfig {
     pub dir: String,
     /// Checkpoint files kept (older ones are deleted).
     pub keep: usize,
+    /// The worker takes a cut (checkpoint + store commit + offset commit) this often...
+    pub every: HumanDuration,
+    /// ...or after this many model updates, whichever comes first.
+    pub every_updates: u64,
+    /// On SIGTERM/SIGINT: how long the worker may take to flush predictions and write its final
+    /// cut before it gives up (exit code 1; the previous cut stays valid).
+    pub drain_timeout: HumanDuration,
 }
 
 impl Default for CheckpointConfig {
@@ -52,9 +61,68 @@ impl Default for CheckpointConfig {
         Self {
             dir: "state".into(),
             keep: 5,
+            every: HumanDuration::from_secs(30),
+            every_updates: 100_000,
+            drain_timeout: HumanDuration::from_secs(30),
         }
     }
 }
+
+/// Kafka, for `streamlr run`. Events and labels must be co-partitioned (same partition count,
+/// keyed by id).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Consumer group; its committed offsets follow the checkpoints.
+    pub group_id: String,
+    /// Input topic of events.
+    pub events_topic: String,
+    /// Input topic of labels.
+    pub labels_topic: String,
+    /// Output topic of predictions (key = id).
+    pub predictions_topic: String,
+    /// Output topic of records that cannot be used, with the reason.
+    pub dead_letter_topic: String,
+    /// Longest the merge waits for a partition with nothing buffered before it goes on without
+    /// it (Kafka Streams' `max.task.idle.ms`); partitions known to be at their end never wait.
+    pub merge_idle: HumanDuration,
+    /// Records buffered per partition before fetching from it pauses.
+    pub buffer_records: usize,
+    /// Timeout of metadata and committed-offset requests at start-up and on assignment.
+    pub request_timeout: HumanDuration,
+    /// librdkafka properties for both consumer and producer (TLS, SASL, timeouts), passed
+    /// through as given. Keys containing password/secret/token are redacted when printed.
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "streamlr".into(),
+            events_topic: "events".into(),
+            labels_topic: "labels".into(),
+            predictions_topic: "predictions".into(),
+            dead_letter_topic: "dead-letter".into(),
+            merge_idle: HumanDuration::from_millis(100),
+            buffer_records: 10_000,
+            request_timeout: HumanDuration::from_secs(30),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+/// librdkafka properties the worker sets itself: its delivery guarantees depend on them.
+pub const KAFKA_OWNED_PROPERTIES: [&str; 6] = [
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "partition.assignment.strategy",
+    "group.id",
+    "bootstrap.servers",
+];
 
 impl CheckpointConfig {
     /// The join store's directory.
@@ -673,14 +741,14 @@ impl Config {
             .collect();
         numeric.push(("features.auto_numeric".into(), &f.auto_numeric));
         for (key, n) in numeric {
-            if let Some([lo, hi]) = n.clip {
-                if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-                    bad(
-                        &format!("{key}.clip"),
-                        format!("[{lo}, {hi}]"),
-                        "need finite lo < hi",
-                    );
-                }
+            if let Some([lo, hi]) = n.clip
+                && !(lo.is_finite() && hi.is_finite() && lo < hi)
+            {
+                bad(
+                    &format!("{key}.clip"),
+                    format!("[{lo}, {hi}]"),
+                    "need finite lo < hi",
+                );
             }
             if n.scaling == Scaling::Fixed && !(n.std.is_finite() && n.std > 0.0) {
                 bad(
@@ -805,6 +873,44 @@ impl Config {
         }
         if self.checkpoint.dir.trim().is_empty() {
             bad("checkpoint.dir", "\"\"".into(), "must not be empty");
+        }
+        if self.checkpoint.every_updates == 0 {
+            bad("checkpoint.every_updates", "0".into(), "must be >= 1");
+        }
+        if self.checkpoint.every.0.is_zero() {
+            bad("checkpoint.every", "0s".into(), "must be > 0");
+        }
+        let k = &self.kafka;
+        for (key, v) in [
+            ("kafka.brokers", &k.brokers),
+            ("kafka.group_id", &k.group_id),
+            ("kafka.events_topic", &k.events_topic),
+            ("kafka.labels_topic", &k.labels_topic),
+            ("kafka.predictions_topic", &k.predictions_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+        ] {
+            if v.trim().is_empty() {
+                bad(key, "\"\"".into(), "must not be empty");
+            }
+        }
+        if k.events_topic == k.labels_topic {
+            bad(
+                "kafka.labels_topic",
+                format!("{:?}", k.labels_topic),
+                "must differ from kafka.events_topic",
+            );
+        }
+        if k.buffer_records == 0 {
+            bad("kafka.buffer_records", "0".into(), "must be >= 1");
+        }
+        for key in k.client.keys() {
+            if KAFKA_OWNED_PROPERTIES.contains(&key.as_str()) {
+                bad(
+                    &format!("kafka.client.\"{key}\""),
+                    k.client[key].clone(),
+                    "is set by the worker (its delivery guarantees depend on it); use the kafka.* keys",
+                );
+            }
         }
         let l = &self.limits;
         for (key, v) in [
@@ -1026,5 +1132,26 @@ mod tests {
         redact(&mut v);
         let s = v.to_string();
         assert!(!s.contains("hunter2") && s.contains("b:9092"), "{s}");
+    }
+
+    #[test]
+    fn kafka_client_passthrough_is_redacted_and_owned_keys_refused() {
+        let f = file(
+            "[kafka.client]\n\"sasl.password\" = \"hunter2\"\n\"security.protocol\" = \"SASL_SSL\"\n",
+        );
+        let c = Config::load(Some(f.path()), env(&[])).expect("valid");
+        assert_eq!(c.kafka.client["security.protocol"], "SASL_SSL");
+        let shown = c.to_redacted_toml();
+        assert!(
+            !shown.contains("hunter2") && shown.contains("SASL_SSL"),
+            "{shown}"
+        );
+
+        let f = file("[kafka.client]\n\"enable.auto.commit\" = \"true\"\n");
+        let Err(ConfigError::Invalid(p)) = Config::load(Some(f.path()), env(&[])) else {
+            panic!("owned property accepted");
+        };
+        assert_eq!(p[0].key, "kafka.client.\"enable.auto.commit\"");
+        assert_eq!(p[0].value.as_deref(), Some("true"));
     }
 }

@@ -109,6 +109,34 @@ impl Counters {
         self.events_invalid.iter().sum()
     }
 
+    /// The counters with every outcome and reason named (for `checkpoint show`, reports).
+    pub fn named(&self) -> serde_json::Value {
+        let by_reason = |v: &[u64]| -> serde_json::Map<String, serde_json::Value> {
+            Reason::ALL
+                .iter()
+                .zip(v)
+                .filter(|(_, n)| **n > 0)
+                .map(|(r, n)| (r.as_str().to_string(), (*n).into()))
+                .collect()
+        };
+        let labels: serde_json::Map<String, serde_json::Value> = LabelCount::ALL
+            .iter()
+            .map(|l| (l.as_str().to_string(), self.label(*l).into()))
+            .collect();
+        serde_json::json!({
+            "events_scored": self.events_scored,
+            "events_invalid": self.events_invalid_total(),
+            "events_invalid_by_reason": by_reason(&self.events_invalid),
+            "events_duplicate_id": self.events_duplicate_id,
+            "events_too_old": self.events_too_old,
+            "features_ignored": self.features_ignored,
+            "labels": labels,
+            "labels_invalid_by_reason": by_reason(&self.labels_invalid),
+            "updates": self.updates,
+            "updates_refused": self.updates_refused,
+        })
+    }
+
     fn invalid_event(&mut self, r: Reason) {
         self.events_invalid[reason_index(r)] += 1;
     }
@@ -511,7 +539,11 @@ impl<B: JoinBackend> Engine<B> {
         ) {
             Ok(_) => {
                 self.counters.updates += 1;
-                if self.counters.updates % self.cfg.model.version_every_updates == 0 {
+                if self
+                    .counters
+                    .updates
+                    .is_multiple_of(self.cfg.model.version_every_updates)
+                {
                     self.version += 1;
                 }
             }

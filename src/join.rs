@@ -169,17 +169,15 @@ impl JoinBackend for MemoryBackend {
     fn expire(&mut self, after: i64, until: i64, out: &mut Vec<Expired>) {
         let start = out.len();
         let mut expire_one = |slots: &mut FastMap<Arc<str>, Slot>, id: &Arc<str>| {
-            if let Some(slot) = slots.get_mut(&**id) {
-                if let Slot::Pending(_) = slot {
-                    let event_ts = slot.event_ts();
-                    if let Slot::Pending(entry) =
-                        std::mem::replace(slot, Slot::Expired { event_ts })
-                    {
-                        out.push(Expired {
-                            id: id.to_string(),
-                            entry: *entry,
-                        });
-                    }
+            if let Some(slot) = slots.get_mut(&**id)
+                && let Slot::Pending(_) = slot
+            {
+                let event_ts = slot.event_ts();
+                if let Slot::Pending(entry) = std::mem::replace(slot, Slot::Expired { event_ts }) {
+                    out.push(Expired {
+                        id: id.to_string(),
+                        entry: *entry,
+                    });
                 }
             }
         };

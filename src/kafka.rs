@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// A client configuration: `bootstrap.servers` plus librdkafka properties passed through as
@@ -23,8 +23,8 @@ pub fn client_config<'a>(
 }
 
 /// Sends one record, waiting (polling delivery reports) while the local queue is full.
-pub fn send_blocking(
-    producer: &BaseProducer,
+pub fn send_blocking<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
     topic: &str,
     key: &[u8],
     payload: &[u8],
@@ -61,7 +61,7 @@ pub enum TopicError {
     },
     /// The topic does not exist (or has no partitions).
     #[error(
-        "topic {topic:?} does not exist: create it with the same partition count as the other input topic"
+        "topic {topic:?} does not exist: create it (input topics: with the same partition count as each other)"
     )]
     Missing {
         /// The topic.
@@ -85,6 +85,26 @@ pub enum TopicError {
     },
 }
 
+/// The partition count of `topic`, which must exist.
+pub fn partition_count<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<usize, TopicError> {
+    let md = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|source| TopicError::Metadata {
+            topic: topic.to_string(),
+            source,
+        })?;
+    match md.topics().iter().find(|t| t.name() == topic) {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+        _ => Err(TopicError::Missing {
+            topic: topic.to_string(),
+        }),
+    }
+}
+
 /// Checks that the events and labels topics exist with the same partition count; returns it.
 pub fn check_co_partitioned<C: rdkafka::client::ClientContext>(
     client: &rdkafka::client::Client<C>,
@@ -92,24 +112,8 @@ pub fn check_co_partitioned<C: rdkafka::client::ClientContext>(
     labels: &str,
     timeout: Duration,
 ) -> Result<usize, TopicError> {
-    let count = |topic: &str| -> Result<usize, TopicError> {
-        let md = client
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|source| TopicError::Metadata {
-                topic: topic.to_string(),
-                source,
-            })?;
-        let t = md.topics().iter().find(|t| t.name() == topic);
-        match t {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                Ok(t.partitions().len())
-            }
-            _ => Err(TopicError::Missing {
-                topic: topic.to_string(),
-            }),
-        }
-    };
-    let (e, l) = (count(events)?, count(labels)?);
+    let e = partition_count(client, events, timeout)?;
+    let l = partition_count(client, labels, timeout)?;
     if e == l {
         Ok(e)
     } else {

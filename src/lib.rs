@@ -11,6 +11,7 @@
 //! - [`model`]    — logistic regression: stable sigmoid and log loss, scoring, contributions.
 //! - [`optim`]    — SGD, AdaGrad and FTRL-Proximal updates with L1/L2, class weights, clipping.
 //! - [`metrics`]  — progressive (prequential) quality: log loss, AUC, calibration, Brier, rates.
+//! - [`merge`]    — the timestamp merge of the two input topics, pure and deterministic.
 //! - [`kafka`]    — Kafka clients at the edge: configuration passthrough, backpressured sends.
 //! - [`join`]     — what was scored, waiting for its label: join outcomes and the store interface.
 //! - [`engine`]   — the learner that owns the state and applies events and labels in order.
@@ -18,7 +19,9 @@
 //! - [`store`]    — the disk-backed join store (fjall): shards, overlays, atomic cuts.
 //! - [`simulate`] — a deterministic generator of fraud-like traffic with a known ground truth.
 //! - [`replay`]   — runs the engine over JSONL files exactly as the worker runs it live.
+//! - [`state`]    — the locked state directory: resume consistently, take cuts.
 //! - [`checkpoint`] — versioned, checksummed checkpoint files: write, list, verify, roll back.
+//! - [`worker`]   — `streamlr run`: the worker on Kafka (consume, merge, score, learn, cut).
 //! - [`cli`]      — command-line interface.
 
 pub mod checkpoint;
@@ -32,10 +35,13 @@ mod frame;
 pub mod hash;
 pub mod join;
 pub mod kafka;
+pub mod merge;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod replay;
 pub mod simulate;
 pub mod snapshot;
+pub mod state;
 pub mod store;
+pub mod worker;

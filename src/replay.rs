@@ -10,21 +10,20 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::config::Config;
 use std::sync::mpsc::SyncSender;
 
-use crate::checkpoint::{CheckpointMeta, Checkpoints};
 use crate::engine::{EncodedEvent, Engine, LabelCount, encode_event};
 use crate::event::{DecodeError, Decoder, Label, Reason};
 use crate::features::{Encoded, Encoder};
-use crate::join::{JoinBackend, JoinerState, MemoryBackend};
+use crate::join::{JoinBackend, MemoryBackend};
 use crate::metrics::{Quality, QualitySummary};
-use crate::snapshot::{self, SchemaId};
-use crate::store::{DiskShard, JoinStore};
+use crate::state::StateDir;
+use crate::store::DiskShard;
 
 /// Replay inputs and outputs.
 #[derive(Debug, Clone)]
@@ -212,71 +211,30 @@ pub fn run_persistent(
     args: &ReplayArgs,
     commit_every: u64,
 ) -> Result<Report, ReplayError> {
-    let dir = cfg.checkpoint.join_dir();
-    let failed = |path: &Path, e: String| ReplayError::Io {
-        path: path.display().to_string(),
+    let dir = std::path::PathBuf::from(&cfg.checkpoint.dir);
+    let failed = |e: String| ReplayError::Io {
+        path: dir.display().to_string(),
         source: std::io::Error::other(e),
     };
-    let store = JoinStore::open(&dir, cfg.join.cache_bytes, cfg.join.rollback_cuts)
-        .map_err(|e| failed(&dir, e.to_string()))?;
-    if store
-        .last_cut()
-        .map_err(|e| failed(&dir, e.to_string()))?
-        .is_some()
-    {
+    let (mut state, restored) = StateDir::open(&cfg).map_err(|e| failed(e.to_string()))?;
+    if restored.meta.is_some() {
         return Err(failed(
-            &dir,
             "holds the state of an earlier run: use an empty checkpoint.dir".into(),
         ));
     }
-    let ckpt_dir = cfg.checkpoint.checkpoints_dir();
-    let ckpts = Checkpoints::open(&ckpt_dir, cfg.checkpoint.keep)
-        .map_err(|e| failed(&ckpt_dir, e.to_string()))?;
-    let schema = SchemaId {
-        digest: cfg.schema_digest(),
-        hash_seed: cfg.features.hash_seed,
-        hash_bits: cfg.features.hash_bits,
-    };
-    let opener = store.clone();
+    let opener = state.store().clone();
     let mut engine = Engine::new(cfg, move |p| opener.shard_or_poisoned(p as u32));
-    let (mut since, mut version, mut seq) = (0u64, 0u64, 0u64);
+    let mut since = 0u64;
     let mut cut = |engine: &mut Engine<DiskShard>, force: bool| -> Result<(), ReplayError> {
         since += 1;
         if !(force || since >= commit_every.max(1)) {
             return Ok(());
         }
         since = 0;
-        let meta = CheckpointMeta {
-            version: version + 1,
-            parent: (version > 0).then_some(version),
-            created_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-            schema_digest: schema.digest.clone(),
-            offsets: Vec::new(),
-            label_ranges: Vec::new(),
-            store_cut: Some(seq + 1),
-            lineage: None,
-        };
-        ckpts
-            .write(&meta, &snapshot::encode(&schema, &engine.learner_state()))
-            .map_err(|e| failed(&ckpt_dir, e.to_string()))?;
-        let states: Vec<JoinerState> = engine
-            .shards()
-            .values()
-            .map(|j| j.state().clone())
-            .collect();
-        let mut shards: Vec<(&mut DiskShard, &JoinerState)> = engine
-            .shards_mut()
-            .values_mut()
-            .zip(states.iter())
-            .map(|(j, st)| (j.backend_mut(), st))
-            .collect();
-        let c = store
-            .commit(meta.version, &mut shards)
-            .map_err(|e| failed(&dir, e.to_string()))?;
-        (version, seq) = (meta.version, c.seq);
-        Ok(())
+        state
+            .cut(engine, Vec::new(), Vec::new())
+            .map(|_| ())
+            .map_err(|e| failed(e.to_string()))
     };
     let report = run_inner(&mut engine, args, false, |e| cut(e, false))?;
     cut(&mut engine, true)?;
@@ -346,10 +304,10 @@ fn run_inner<B: JoinBackend>(
                     }
                     Rec::Raw(bytes, ts) => {
                         n += 1;
-                        if let Ok(p) = engine.on_event(&bytes, 0, ts, ts) {
-                            if let (Some((w, path)), Ok(())) = (&mut out, &written) {
-                                written = write_line(w, path, &p);
-                            }
+                        if let Ok(p) = engine.on_event(&bytes, 0, ts, ts)
+                            && let (Some((w, path)), Ok(())) = (&mut out, &written)
+                        {
+                            written = write_line(w, path, &p);
                         }
                     }
                     Rec::BadEvent(e) => {

@@ -329,18 +329,18 @@ impl Simulator {
     /// The next record in time order, or `None` at the end.
     pub fn next_record(&mut self) -> Option<Record> {
         let next_event_ts = (self.i < self.cfg.count).then(|| self.event_ts(self.i));
-        if let Some(Reverse((lts, idx, y))) = self.pending.peek().copied() {
-            if next_event_ts.is_none_or(|ets| lts < ets) {
-                self.pending.pop();
-                self.summary.labels += 1;
-                self.summary.positives += u64::from(y);
-                let line = format!(
-                    r#"{{"id":"{}","label":{},"ts":{lts}}}"#,
-                    Self::id(idx),
-                    u8::from(y)
-                );
-                return Some(Record::Label { ts: lts, line });
-            }
+        if let Some(Reverse((lts, idx, y))) = self.pending.peek().copied()
+            && next_event_ts.is_none_or(|ets| lts < ets)
+        {
+            self.pending.pop();
+            self.summary.labels += 1;
+            self.summary.positives += u64::from(y);
+            let line = format!(
+                r#"{{"id":"{}","label":{},"ts":{lts}}}"#,
+                Self::id(idx),
+                u8::from(y)
+            );
+            return Some(Record::Label { ts: lts, line });
         }
         let ts = next_event_ts?;
         let i = self.i;

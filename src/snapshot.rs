@@ -140,13 +140,13 @@ pub fn decode(
     })?;
     let p: Payload =
         postcard::from_bytes(body).map_err(|e| SnapshotError::Payload(e.to_string()))?;
-    if let Some(exp) = expected {
-        if *exp != p.schema {
-            return Err(SnapshotError::Schema {
-                found: p.schema.digest.clone(),
-                expected: exp.digest.clone(),
-            });
-        }
+    if let Some(exp) = expected
+        && *exp != p.schema
+    {
+        return Err(SnapshotError::Schema {
+            found: p.schema.digest.clone(),
+            expected: exp.digest.clone(),
+        });
     }
     let w = p.weights.to_vec()?;
     let expected_len = match p.kind {

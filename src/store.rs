@@ -354,12 +354,12 @@ impl JoinStore {
             postcard::to_stdvec(&cut).unwrap_or_default(),
         );
         // Forget the undo log beyond the retained cuts.
-        if let Some(log) = &self.undo {
-            if cut.seq > self.keep_cuts {
-                for kv in log.prefix((cut.seq - self.keep_cuts).to_be_bytes()) {
-                    let (k, _) = kv?;
-                    batch.remove(log, k);
-                }
+        if let Some(log) = &self.undo
+            && cut.seq > self.keep_cuts
+        {
+            for kv in log.prefix((cut.seq - self.keep_cuts).to_be_bytes()) {
+                let (k, _) = kv?;
+                batch.remove(log, k);
             }
         }
         batch.commit()?;

@@ -127,3 +127,286 @@ impl Drop for Broker {
         let _ = broker_script("stop", self.dir.path(), &[]);
     }
 }
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub key: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+impl Msg {
+    /// The payload as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("JSON payload")
+    }
+}
+
+/// Reads a whole topic from the beginning (no group: partitions assigned directly), keeping on
+/// until `done(records)` holds and every partition reported its end, or `timeout` passes.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: std::time::Duration,
+    done: impl Fn(&[Msg]) -> bool,
+) -> Vec<Msg> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut at_end = std::collections::HashSet::new();
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(std::time::Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                out.push(Msg {
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                });
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {
+                if at_end.len() == partitions as usize && done(&out) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Produces JSON lines to `topic`, keyed by their `"id"` and timestamped with their `"ts"` (a line
+/// without them, e.g. malformed, gets the id found in its text, if any, and the previous time).
+pub fn produce_lines(bootstrap: &str, topic: &str, lines: &[Vec<u8>]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    let mut ts = 1_000_000_000_000i64;
+    for line in lines {
+        let v: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+        if let Some(t) = v.as_ref().and_then(|v| v["ts"].as_i64()) {
+            ts = t;
+        }
+        let text = String::from_utf8_lossy(line);
+        let id = v
+            .as_ref()
+            .and_then(|v| v["id"].as_str().map(str::to_string))
+            .or_else(|| {
+                let rest = text.split("\"id\":\"").nth(1)?;
+                Some(rest.split('"').next()?.to_string())
+            })
+            .unwrap_or_default();
+        loop {
+            let rec = BaseRecord::to(topic)
+                .key(id.as_bytes())
+                .payload(line.as_slice())
+                .timestamp(ts);
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    assert!(
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
+                        "{e}"
+                    );
+                    producer.poll(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(std::time::Duration::from_secs(30))
+        .expect("flush");
+}
+
+/// The lines of a file, as bytes.
+pub fn lines_of(path: &Path) -> Vec<Vec<u8>> {
+    std::fs::read(path)
+        .expect("read")
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// A worker configuration for tests: the given brokers, group, state directory and outputs; test
+/// profile session timeouts (tansu joins a group in ~1 s with them; real Kafka needs >= 6 s);
+/// a deterministic merge (it waits for every partition's next record or end) and no wall-clock
+/// expiry, so the same logs always give the same model. `extra` is appended (other sections).
+pub fn worker_config(
+    dir: &Path,
+    brokers: &str,
+    group: &str,
+    predictions: &str,
+    every_updates: u64,
+    extra: &str,
+) -> PathBuf {
+    let state = dir.join(format!("state-{group}"));
+    let text = format!(
+        r#"[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+predictions_topic = "{predictions}"
+merge_idle = "1h"
+request_timeout = "10s"
+[kafka.client]
+"session.timeout.ms" = "2000"
+"heartbeat.interval.ms" = "300"
+[checkpoint]
+dir = "{state}"
+every = "1s"
+every_updates = {every_updates}
+drain_timeout = "20s"
+[join]
+idle_after = "1000d"
+{extra}
+"#,
+        state = state.display()
+    );
+    let path = dir.join(format!("{group}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A `streamlr run` child process; killed (SIGKILL) if still running when dropped.
+#[derive(Debug)]
+pub struct WorkerProc {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl WorkerProc {
+    /// Starts `streamlr run --config CONFIG`, logging to `log` (appended).
+    pub fn start(config: &Path, log: &Path) -> Self {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("spawn worker");
+        Self {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The worker's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Sends SIGTERM (to this child's pid only) and waits for the exit.
+    pub fn terminate(mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(ok.success());
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.exited() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker did not stop within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: a crash at whatever instant it is at.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `streamlr checkpoint show` of the newest valid checkpoint (`None` if there is none yet).
+pub fn checkpoint_show(config: &Path) -> Option<serde_json::Value> {
+    let out = run(
+        &["checkpoint", "show", "--config", &config.to_string_lossy()],
+        &[],
+    );
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Sum of the checkpointed next offsets of `topic` (= records consumed from it).
+pub fn consumed(show: &serde_json::Value, topic: &str) -> i64 {
+    show["meta"]["offsets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|o| o["topic"] == topic)
+                .map(|o| o["offset"].as_i64().unwrap_or(0).max(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

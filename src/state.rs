@@ -1,0 +1,358 @@
+//! The state directory of one worker: its lock, the join store and the checkpoint files, kept
+//! consistent with each other.
+//!
+//! A **cut** writes the checkpoint file of version V first (learner state, offsets, and the
+//! number S of the store commit it belongs to), then the store's atomic commit S tagged V. So
+//! after a crash at any instant the directory holds one of:
+//! - checkpoint V and store cut S (the cut completed);
+//! - checkpoint V naming S, store still at S-1 (crash between the two writes): V is an orphan,
+//!   deleted at start-up, and V-1 (naming S-1) is used.
+//!
+//! At start-up the newest valid checkpoint whose store cut exists is used; if the store is ahead
+//! of it (the newest checkpoint was refused as corrupt), the store is rolled back to that
+//! checkpoint's cut through its undo log (`join.rollback_cuts`).
+//!
+//! The directory is locked (`LOCK`, an OS file lock) by the process that writes it, so a second
+//! worker or a `rollback` cannot write it at the same time.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::checkpoint::{CheckpointError, CheckpointMeta, Checkpoints, PartitionOffset};
+use crate::config::Config;
+use crate::engine::{Engine, LearnerState};
+use crate::join::JoinerState;
+use crate::snapshot::{self, SchemaId, SnapshotError};
+use crate::store::{DiskShard, JoinStore, StoreError};
+
+/// Why the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another process holds the lock.
+    #[error(
+        "state directory {0} is in use by another process (a running worker?): stop it first, or give this one its own checkpoint.dir"
+    )]
+    Locked(String),
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Checkpoint files.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The join store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The checkpoint's learner snapshot does not decode or has another schema.
+    #[error(
+        "checkpoint {version}: {source} (the feature schema changed? a model is only valid with the schema it was trained on: use a new checkpoint.dir)"
+    )]
+    Snapshot {
+        /// Checkpoint version.
+        version: u64,
+        /// Cause.
+        source: SnapshotError,
+    },
+    /// The store has state but no checkpoint describes it.
+    #[error(
+        "the join store in {dir} has {cuts} committed cut(s) but no valid checkpoint matches them: the directory cannot be resumed; move it away to start fresh"
+    )]
+    NoCheckpoint {
+        /// The state directory.
+        dir: String,
+        /// Cuts in the store.
+        cuts: u64,
+    },
+    /// The store cannot go back to the checkpoint's cut.
+    #[error(
+        "checkpoint {version} needs join store cut {needed}, but the store is at cut {at} and cannot roll back that far ({source}); move the state directory away to start fresh"
+    )]
+    Rollback {
+        /// Checkpoint version.
+        version: u64,
+        /// Its store cut.
+        needed: u64,
+        /// The store's last cut.
+        at: u64,
+        /// Cause.
+        source: StoreError,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// What start-up found in the directory.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The checkpoint resumed from (`None`: a new directory).
+    pub meta: Option<CheckpointMeta>,
+    /// Its learner state.
+    pub learner: Option<LearnerState>,
+    /// Checkpoints refused on the way (corrupt, truncated, tampered), newest first.
+    pub refused: Vec<CheckpointError>,
+    /// Orphan checkpoints deleted (written, but their store commit never happened).
+    pub orphans: Vec<u64>,
+    /// The store cut rolled back to, if the store was ahead of the checkpoint.
+    pub store_rolled_back_to: Option<u64>,
+}
+
+/// An open, locked state directory.
+#[derive(Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+    _lock: File,
+    store: JoinStore,
+    ckpts: Checkpoints,
+    schema: SchemaId,
+    /// Last checkpoint version written or resumed from (0: none).
+    version: u64,
+    /// Highest checkpoint version present, so a new one never reuses a refused file's number.
+    max_version: u64,
+    /// Last store cut.
+    seq: u64,
+    /// This directory's identity (see [`Self::instance`]).
+    instance: String,
+    /// The offsets this worker last committed to the group (see [`Self::record_commit`]).
+    committed: Vec<PartitionOffset>,
+}
+
+/// Locks `checkpoint.dir` (created if missing) for this process.
+pub fn lock(cfg: &Config) -> Result<File, StateError> {
+    let dir = Path::new(&cfg.checkpoint.dir);
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join("LOCK");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StateError::Locked(dir.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+    }
+}
+
+/// The file of [`StateDir::record_commit`].
+const COMMITTED: &str = "COMMITTED";
+
+/// Reads `dir/INSTANCE`, or makes it (random, fsynced) for a new directory.
+fn instance_id(dir: &Path) -> Result<String, StateError> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Write;
+    let path = dir.join("INSTANCE");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&path)(e)),
+    }
+    // RandomState is seeded from the OS per process; mix in time and pid for good measure.
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    let id = format!("{:016x}", h.finish());
+    let tmp = dir.join(".INSTANCE.tmp");
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(id.as_bytes()).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(id)
+}
+
+/// The schema identity of a configuration (what a snapshot must match).
+pub fn schema_of(cfg: &Config) -> SchemaId {
+    SchemaId {
+        digest: cfg.schema_digest(),
+        hash_seed: cfg.features.hash_seed,
+        hash_bits: cfg.features.hash_bits,
+    }
+}
+
+impl StateDir {
+    /// Locks and opens the state directory of `cfg`, reconciles checkpoints with the store as
+    /// described in the module docs, and returns what to resume from.
+    pub fn open(cfg: &Config) -> Result<(Self, Restored), StateError> {
+        let lock = lock(cfg)?;
+        let store = JoinStore::open(
+            &cfg.checkpoint.join_dir(),
+            cfg.join.cache_bytes,
+            cfg.join.rollback_cuts,
+        )?;
+        let ckpts = Checkpoints::open(&cfg.checkpoint.checkpoints_dir(), cfg.checkpoint.keep)?;
+        let schema = schema_of(cfg);
+        let seq = store.last_cut()?.map_or(0, |c| c.seq);
+        let mut restored = Restored::default();
+        let mut chosen = None;
+        for version in ckpts.versions()?.into_iter().rev() {
+            match ckpts.load(version) {
+                Ok(c) if c.meta.store_cut.unwrap_or(0) > seq => {
+                    // Written, but the store commit that completes it never happened.
+                    let path = ckpts.path(version);
+                    std::fs::remove_file(&path).map_err(io(&path))?;
+                    restored.orphans.push(version);
+                }
+                Ok(c) => {
+                    chosen = Some(c);
+                    break;
+                }
+                Err(e) => restored.refused.push(e),
+            }
+        }
+        let max_version = ckpts.versions()?.last().copied().unwrap_or(0);
+        let instance = instance_id(Path::new(&cfg.checkpoint.dir))?;
+        let committed = std::fs::read(Path::new(&cfg.checkpoint.dir).join(COMMITTED))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut state = Self {
+            dir: Path::new(&cfg.checkpoint.dir).to_path_buf(),
+            _lock: lock,
+            store,
+            ckpts,
+            schema,
+            version: 0,
+            max_version,
+            seq,
+            instance,
+            committed,
+        };
+        let Some(c) = chosen else {
+            if seq > 0 {
+                return Err(StateError::NoCheckpoint {
+                    dir: state.dir.display().to_string(),
+                    cuts: seq,
+                });
+            }
+            return Ok((state, restored));
+        };
+        let (_, learner) = snapshot::decode(&c.learner, Some(&state.schema)).map_err(|source| {
+            StateError::Snapshot {
+                version: c.meta.version,
+                source,
+            }
+        })?;
+        let needed = c.meta.store_cut.unwrap_or(0);
+        if needed < seq {
+            state
+                .store
+                .rollback_to(needed)
+                .map_err(|source| StateError::Rollback {
+                    version: c.meta.version,
+                    needed,
+                    at: seq,
+                    source,
+                })?;
+            state.seq = needed;
+            restored.store_rolled_back_to = Some(needed);
+        }
+        state.version = c.meta.version;
+        restored.learner = Some(learner);
+        restored.meta = Some(c.meta);
+        Ok((state, restored))
+    }
+
+    /// A random identity made when the directory was created: the worker writes it into the
+    /// metadata of its offset commits, so it can tell its own commits from another worker's.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Remembers the offsets this worker just committed to the group (file `COMMITTED`), so that
+    /// after falling back to an older checkpoint it can tell its own commits, which are ahead of
+    /// its state, from another worker's. A lost write only makes the worker treat its own
+    /// commit as another's.
+    pub fn record_commit(&mut self, offsets: Vec<PartitionOffset>) -> Result<(), StateError> {
+        let path = self.dir.join(COMMITTED);
+        let tmp = self.dir.join(".COMMITTED.tmp");
+        let bytes = serde_json::to_vec(&offsets).unwrap_or_default();
+        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.committed = offsets;
+        Ok(())
+    }
+
+    /// Whether the group's committed `offset` of `topic`/`partition` is one this worker wrote.
+    pub fn committed_by_us(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.committed
+            .iter()
+            .any(|o| o.topic == topic && o.partition == partition && o.offset == offset)
+    }
+
+    /// The join store.
+    pub fn store(&self) -> &JoinStore {
+        &self.store
+    }
+
+    /// The checkpoint files.
+    pub fn checkpoints(&self) -> &Checkpoints {
+        &self.ckpts
+    }
+
+    /// The last checkpoint version written or resumed from (0: none yet).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Takes a cut: checkpoint V (the learner state of `engine`, `offsets`, `label_ranges`),
+    /// then the store commit of every shard of `engine` tagged V. Returns the checkpoint's
+    /// metadata. On error nothing after the failing step happened; the caller must stop (the
+    /// store poisons itself on a failed commit).
+    pub fn cut(
+        &mut self,
+        engine: &mut Engine<DiskShard>,
+        offsets: Vec<PartitionOffset>,
+        label_ranges: Vec<(i32, i64, i64)>,
+    ) -> Result<CheckpointMeta, StateError> {
+        let version = self.max_version.max(self.version) + 1;
+        let meta = CheckpointMeta {
+            version,
+            parent: (self.version > 0).then_some(self.version),
+            created_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            schema_digest: self.schema.digest.clone(),
+            offsets,
+            label_ranges,
+            store_cut: Some(self.seq + 1),
+            lineage: None,
+        };
+        self.ckpts.write(
+            &meta,
+            &snapshot::encode(&self.schema, &engine.learner_state()),
+        )?;
+        self.max_version = version;
+        let states: Vec<JoinerState> = engine
+            .shards()
+            .values()
+            .map(|j| j.state().clone())
+            .collect();
+        let mut shards: Vec<(&mut DiskShard, &JoinerState)> = engine
+            .shards_mut()
+            .values_mut()
+            .zip(states.iter())
+            .map(|(j, st)| (j.backend_mut(), st))
+            .collect();
+        let c = self.store.commit(version, &mut shards)?;
+        self.version = version;
+        self.seq = c.seq;
+        Ok(meta)
+    }
+}

@@ -1,0 +1,995 @@
+//! `streamlr run`: the worker on Kafka. One thread owns the state (engine + join store) and runs
+//! the loop: fetch → timestamp merge → score / join / learn → produce; every
+//! `checkpoint.every` or `checkpoint.every_updates`, on partition revoke and at shutdown it takes
+//! a cut (flush the producer → checkpoint + store commit → commit offsets).
+//!
+//! **Consumers.** The events topic is consumed in the consumer group (`kafka.group_id`); the
+//! labels topic follows it: whenever the group assigns events partition p, the worker assigns
+//! labels partition p to a second, group-less consumer, at the offset committed in the same
+//! group. Co-partitioned topics thus stay together by construction whatever assignor the group
+//! uses, and each consumer's end-of-partition signal names its topic (the merge waits on it).
+//!
+//! **Offsets follow durable state.** Nothing is auto-committed. An offset is committed only
+//! after the predictions up to it are acknowledged by the broker and the cut that includes it is
+//! on disk; so after a crash the worker resumes from its last cut: predictions since then are
+//! produced again (at-least-once) and labels since then are applied again to the model *of that
+//! cut* (so the applied-update count equals the joined-label count: exactly-once with respect to
+//! the model).
+//!
+//! **Assignment.** The worker remembers the next offset of every partition it has held (in each
+//! checkpoint). When the group assigns partition p and the group's committed offsets are not
+//! beyond what the worker remembers, p's join state in the local store continues where it was; if
+//! another worker has advanced p in the meantime, the local state of p is stale: it is dropped
+//! and p starts fresh at the committed offsets (its pending entries stay with the worker that
+//! had them).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use serde::Serialize;
+use tracing::{debug, error, info, warn};
+
+use crate::checkpoint::PartitionOffset;
+use crate::config::Config;
+use crate::engine::{Engine, LabelCount, LabelResult};
+use crate::event::DecodeError;
+use crate::kafka::{self, TopicError};
+use crate::merge::{Merge, Next, Record, Side};
+use crate::state::{StateDir, StateError};
+use crate::store::DiskShard;
+
+/// A stop request, shared between the signal handler (or a test) and the worker.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    /// A flag not yet raised.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the worker to stop gracefully.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was requested.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Why the worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The state directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The topics are missing or not co-partitioned.
+    #[error(transparent)]
+    Topics(#[from] TopicError),
+    /// A Kafka client could not be created or used.
+    #[error("kafka: {what}: {source}")]
+    Kafka {
+        /// What was being done.
+        what: &'static str,
+        /// Cause.
+        source: KafkaError,
+    },
+    /// The broker refused a record for good (it was not delivered; nothing after it is
+    /// committed, so it is produced again on restart).
+    #[error("kafka: {count} record(s) could not be delivered, last error: {last}")]
+    Delivery {
+        /// Failed deliveries.
+        count: u64,
+        /// The last error.
+        last: String,
+    },
+    /// The drain did not finish within `checkpoint.drain_timeout`.
+    #[error(
+        "shutdown: predictions not acknowledged within checkpoint.drain_timeout ({0:?}); the previous cut stays valid"
+    )]
+    DrainTimeout(Duration),
+}
+
+/// Sets a flag and wakes the loop when a librdkafka queue becomes non-empty.
+#[derive(Debug, Default)]
+struct Waker {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Waker {
+    fn wake(&self) {
+        if let Ok(mut f) = self.flag.lock() {
+            *f = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Waits until woken or `timeout`; clears the flag.
+    fn wait(&self, timeout: Duration) {
+        let Ok(mut f) = self.flag.lock() else { return };
+        if !*f {
+            f = match self.cv.wait_timeout(f, timeout) {
+                Ok((f, _)) => f,
+                Err(_) => return,
+            };
+        }
+        *f = false;
+    }
+}
+
+/// A rebalance, as the group delivered it; handled by the loop (which owns the state) right
+/// after the poll that saw it. librdkafka waits for the loop's assign/unassign call.
+#[derive(Debug)]
+enum Rebalance {
+    Assign(TopicPartitionList),
+    Revoke(TopicPartitionList),
+}
+
+/// The group consumer's context: queues rebalances for the loop.
+#[derive(Debug)]
+struct GroupContext {
+    pending: Mutex<VecDeque<Rebalance>>,
+    /// Set once the final cut is written: rebalances are then acknowledged directly, so the
+    /// consumer can leave the group on drop.
+    closing: AtomicBool,
+    waker: Arc<Waker>,
+}
+
+impl ClientContext for GroupContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(error, reason);
+    }
+}
+
+/// librdkafka's global errors: end-of-partition is news, not an error (the merge receives it
+/// through the poll); the rest are transient (librdkafka retries) and logged as warnings.
+fn client_error(error: KafkaError, reason: &str) {
+    let eof = matches!(
+        error.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+    );
+    if eof {
+        debug!(%reason, "End of partition");
+    } else {
+        warn!(error = %error, %reason, "Kafka client error (retrying)");
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        if self.closing.load(Ordering::SeqCst) {
+            if let Err(e) = consumer.unassign() {
+                warn!(error = %e, "Unassign while closing failed");
+            }
+            return;
+        }
+        let ev = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl.clone()),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl.clone()),
+            other => {
+                warn!(error = ?other, "Rebalance error; unassigning");
+                Rebalance::Revoke(TopicPartitionList::new())
+            }
+        };
+        if let Ok(mut p) = self.pending.lock() {
+            p.push_back(ev);
+        }
+        self.waker.wake();
+    }
+}
+
+/// The labels consumer's context (no group).
+#[derive(Debug)]
+struct PlainContext;
+impl ClientContext for PlainContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(error, reason);
+    }
+}
+impl ConsumerContext for PlainContext {}
+
+/// Counts deliveries the broker refused for good.
+#[derive(Debug, Default)]
+struct DeliveryContext {
+    failed: AtomicU64,
+    last: Mutex<String>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            error!(error = %e, topic = m.topic(), "Record not delivered");
+            if let Ok(mut l) = self.last.lock() {
+                *l = e.to_string();
+            }
+        }
+    }
+}
+
+/// A dead letter: a record that could not be used, with why.
+#[derive(Debug, Serialize)]
+struct DeadLetter<'a> {
+    reason: &'static str,
+    detail: &'a str,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    /// The record as text, or base64 when it is not UTF-8 (see `payload_encoding`).
+    payload: String,
+    payload_encoding: &'static str,
+    /// Payloads over [`DEAD_LETTER_PAYLOAD_MAX`] bytes are cut there.
+    payload_truncated: bool,
+}
+
+/// Largest payload copied into a dead letter, in bytes.
+pub const DEAD_LETTER_PAYLOAD_MAX: usize = 64 * 1024;
+
+/// Base64 (RFC 4648, standard alphabet, padded).
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How often the join's wall-clock rule runs.
+const TICK: Duration = Duration::from_secs(1);
+/// How often a progress line is logged.
+const PROGRESS: Duration = Duration::from_secs(10);
+/// Records taken from one consumer per poll round (keeps rebalances and cuts responsive).
+const POLL_BATCH: usize = 2_000;
+/// Records processed per round before the loop polls again.
+const PROCESS_BATCH: usize = 5_000;
+
+/// The running worker.
+struct Worker {
+    cfg: Config,
+    state: StateDir,
+    engine: Engine<DiskShard>,
+    group: BaseConsumer<GroupContext>,
+    labels: BaseConsumer<PlainContext>,
+    producer: BaseProducer<DeliveryContext>,
+    waker: Arc<Waker>,
+    merge: Merge,
+    /// Partitions (events and labels p alike) currently assigned.
+    assigned: BTreeSet<i32>,
+    paused: BTreeSet<(Side, i32)>,
+    /// Next offset of every partition this worker has held; -1: assigned, nothing read yet.
+    known: BTreeMap<(Side, i32), i64>,
+    /// First label offset read per partition since the last cut.
+    label_from: BTreeMap<i32, i64>,
+    /// Records processed since the last cut.
+    dirty: bool,
+    last_cut: Instant,
+    updates_at_cut: u64,
+    reset_latest: bool,
+    progress: Progress,
+}
+
+#[derive(Debug)]
+struct Progress {
+    at: Instant,
+    scored: u64,
+}
+
+/// Runs the worker until `stop` is requested (then drains and exits `Ok`) or a fatal error.
+pub fn run(cfg: Config, stop: Stop) -> Result<(), WorkerError> {
+    let (state, restored) = StateDir::open(&cfg)?;
+    for e in &restored.refused {
+        warn!(error = %e, "Checkpoint refused; using an older one");
+    }
+    for v in &restored.orphans {
+        warn!(
+            version = v,
+            "Checkpoint removed: written by a run that crashed before its store commit"
+        );
+    }
+    if let Some(seq) = restored.store_rolled_back_to {
+        warn!(cut = seq, "Join store rolled back to the checkpoint's cut");
+    }
+    let opener = state.store().clone();
+    let mut engine = Engine::new(cfg.clone(), move |p| opener.shard_or_poisoned(p as u32));
+    let mut known = BTreeMap::new();
+    match (restored.meta, restored.learner) {
+        (Some(meta), Some(learner)) => {
+            info!(
+                version = meta.version,
+                model_version = learner.version,
+                updates = learner.counters.updates,
+                "Resuming from checkpoint"
+            );
+            engine.restore_learner(learner);
+            for o in meta.offsets {
+                let side = if o.topic == cfg.kafka.events_topic {
+                    Side::Event
+                } else if o.topic == cfg.kafka.labels_topic {
+                    Side::Label
+                } else {
+                    continue;
+                };
+                known.insert((side, o.partition), o.offset);
+            }
+        }
+        _ => info!(dir = %cfg.checkpoint.dir, "New state directory"),
+    }
+
+    let k = &cfg.kafka;
+    let waker = Arc::new(Waker::default());
+    let reset_latest = matches!(
+        k.client.get("auto.offset.reset").map(String::as_str),
+        Some("latest" | "largest" | "end")
+    );
+    let base = |extra: &[(&str, &str)]| {
+        let mut c = kafka::client_config(&k.brokers, &k.client);
+        if !k.client.contains_key("auto.offset.reset") {
+            c.set("auto.offset.reset", "earliest");
+        }
+        for (key, v) in extra {
+            c.set(*key, *v);
+        }
+        c
+    };
+    let kerr = |what: &'static str| move |source| WorkerError::Kafka { what, source };
+    let mut group: BaseConsumer<GroupContext> = base(&[
+        ("group.id", k.group_id.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "true"),
+        ("partition.assignment.strategy", "range"),
+    ])
+    .create_with_context(GroupContext {
+        pending: Mutex::new(VecDeque::new()),
+        closing: AtomicBool::new(false),
+        waker: waker.clone(),
+    })
+    .map_err(kerr("creating the events consumer"))?;
+    // Same group id (librdkafka needs one to assign), but it never subscribes, so it never
+    // joins the group: it only reads the partitions it is given.
+    let mut labels: BaseConsumer<PlainContext> = base(&[
+        ("group.id", k.group_id.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "true"),
+    ])
+    .create_with_context(PlainContext)
+    .map_err(kerr("creating the labels consumer"))?;
+    let w = waker.clone();
+    group.set_nonempty_callback(move || w.wake());
+    let w = waker.clone();
+    labels.set_nonempty_callback(move || w.wake());
+    let mut pc = kafka::client_config(&k.brokers, &k.client);
+    if !k.client.contains_key("message.timeout.ms") {
+        // Retry until delivered: a broker outage delays, never drops.
+        pc.set("message.timeout.ms", "0");
+    }
+    let producer: BaseProducer<DeliveryContext> = pc
+        .create_with_context(DeliveryContext::default())
+        .map_err(kerr("creating the producer"))?;
+
+    let partitions = wait_for_topics(&cfg, &group, &stop)?;
+    let Some(partitions) = partitions else {
+        return Ok(());
+    };
+    info!(
+        partitions,
+        events = %k.events_topic,
+        labels = %k.labels_topic,
+        group = %k.group_id,
+        "Topics co-partitioned; joining the group"
+    );
+    group
+        .subscribe(&[k.events_topic.as_str()])
+        .map_err(kerr("subscribing"))?;
+
+    let mut worker = Worker {
+        merge: Merge::new(cfg.kafka.merge_idle.as_millis_i64()),
+        updates_at_cut: engine.counters().updates,
+        progress: Progress {
+            at: Instant::now(),
+            scored: engine.counters().events_scored,
+        },
+        cfg,
+        state,
+        engine,
+        group,
+        labels,
+        producer,
+        waker,
+        assigned: BTreeSet::new(),
+        paused: BTreeSet::new(),
+        known,
+        label_from: BTreeMap::new(),
+        dirty: false,
+        last_cut: Instant::now(),
+        reset_latest,
+    };
+    let result = worker.run_loop(&stop);
+    worker.group.context().closing.store(true, Ordering::SeqCst);
+    result
+}
+
+/// Waits until the topics exist (retrying while the broker is unreachable); `None` if a stop
+/// was requested meanwhile.
+fn wait_for_topics(
+    cfg: &Config,
+    group: &BaseConsumer<GroupContext>,
+    stop: &Stop,
+) -> Result<Option<usize>, WorkerError> {
+    let k = &cfg.kafka;
+    let timeout = k.request_timeout.0;
+    loop {
+        let checked =
+            kafka::check_co_partitioned(group.client(), &k.events_topic, &k.labels_topic, timeout)
+                .and_then(|n| {
+                    for out in [&k.predictions_topic, &k.dead_letter_topic] {
+                        kafka::partition_count(group.client(), out, timeout)?;
+                    }
+                    Ok(n)
+                });
+        match checked {
+            Ok(n) => return Ok(Some(n)),
+            Err(TopicError::Metadata { topic, source }) => {
+                warn!(%topic, error = %source, "Broker not reachable; retrying");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for _ in 0..10 {
+            if stop.requested() {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Worker {
+    fn run_loop(&mut self, stop: &Stop) -> Result<(), WorkerError> {
+        let mut last_tick = Instant::now();
+        while !stop.requested() {
+            let mut progressed = self.poll_consumers()?;
+            let now = now_ms();
+            let mut wait_until = None;
+            for _ in 0..PROCESS_BATCH {
+                match self.merge.pop(now) {
+                    Next::Record(r) => {
+                        self.process(r)?;
+                        progressed = true;
+                    }
+                    Next::WaitUntil(t) => {
+                        wait_until = Some(t);
+                        break;
+                    }
+                    Next::Empty => break,
+                }
+            }
+            self.resume_drained()?;
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                let before = self.engine.counters().labels.clone();
+                self.engine.tick(now_ms());
+                // The wall-clock rule expired something: the state changed.
+                self.dirty |= self.engine.counters().labels != before;
+            }
+            self.producer.poll(Duration::ZERO);
+            let updates = self.engine.counters().updates;
+            if self.dirty
+                && (self.last_cut.elapsed() >= self.cfg.checkpoint.every.0
+                    || updates - self.updates_at_cut >= self.cfg.checkpoint.every_updates)
+            {
+                self.cut(None)?;
+            }
+            self.log_progress();
+            if !progressed {
+                let wait = wait_until.map_or(Duration::from_millis(100), |t| {
+                    Duration::from_millis((t - now_ms()).clamp(1, 100) as u64)
+                });
+                self.waker.wait(wait);
+            }
+        }
+        info!("Stop requested: draining");
+        let deadline = Instant::now() + self.cfg.checkpoint.drain_timeout.0;
+        if self.dirty {
+            self.cut(Some(deadline))?;
+        } else {
+            // The last cut covers everything: just make sure its offsets are committed.
+            self.commit_offsets();
+        }
+        info!(
+            version = self.state.version(),
+            "Final checkpoint written; leaving the group"
+        );
+        Ok(())
+    }
+
+    /// Takes what the consumers have (up to a batch each), handles rebalances. Returns whether
+    /// anything happened.
+    fn poll_consumers(&mut self) -> Result<bool, WorkerError> {
+        let mut progressed = false;
+        for _ in 0..POLL_BATCH {
+            let Some(r) = self.group.poll(Duration::ZERO) else {
+                break;
+            };
+            progressed = true;
+            let rec = consumed(r, Side::Event);
+            self.accept(rec)?;
+        }
+        let pending: Vec<Rebalance> = match self.group.context().pending.lock() {
+            Ok(mut p) => p.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for ev in pending {
+            progressed = true;
+            match ev {
+                Rebalance::Revoke(tpl) => self.revoke(&tpl)?,
+                Rebalance::Assign(tpl) => self.assign(&tpl)?,
+            }
+        }
+        for _ in 0..POLL_BATCH {
+            let Some(r) = self.labels.poll(Duration::ZERO) else {
+                break;
+            };
+            progressed = true;
+            let rec = consumed(r, Side::Label);
+            self.accept(rec)?;
+        }
+        Ok(progressed)
+    }
+
+    /// Routes what a consumer returned into the merge, pausing a partition whose buffer is full.
+    fn accept(&mut self, c: Consumed) -> Result<(), WorkerError> {
+        match c {
+            Consumed::Record(rec) => {
+                let key = (rec.side, rec.partition);
+                if self.merge.push(rec) && self.merge.buffered(key.0, key.1) >= self.buffer_cap() {
+                    self.pause(key, true)?;
+                }
+            }
+            Consumed::End(side, p) => self.merge.at_end(side, p),
+            Consumed::Error(side, e) => {
+                warn!(topic = ?side, error = %e, "Consumer error (retrying)");
+            }
+        }
+        Ok(())
+    }
+
+    fn buffer_cap(&self) -> usize {
+        self.cfg.kafka.buffer_records
+    }
+
+    fn topic(&self, side: Side) -> &str {
+        match side {
+            Side::Event => &self.cfg.kafka.events_topic,
+            Side::Label => &self.cfg.kafka.labels_topic,
+        }
+    }
+
+    fn pause(&mut self, key: (Side, i32), pause: bool) -> Result<(), WorkerError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(self.topic(key.0), key.1);
+        let r = match (key.0, pause) {
+            (Side::Event, true) => self.group.pause(&tpl),
+            (Side::Event, false) => self.group.resume(&tpl),
+            (Side::Label, true) => self.labels.pause(&tpl),
+            (Side::Label, false) => self.labels.resume(&tpl),
+        };
+        r.map_err(|source| WorkerError::Kafka {
+            what: "pausing or resuming a partition",
+            source,
+        })?;
+        if pause {
+            self.paused.insert(key);
+        } else {
+            self.paused.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn resume_drained(&mut self) -> Result<(), WorkerError> {
+        let ready: Vec<(Side, i32)> = self
+            .paused
+            .iter()
+            .copied()
+            .filter(|(s, p)| self.merge.buffered(*s, *p) <= self.buffer_cap() / 2)
+            .collect();
+        for key in ready {
+            self.pause(key, false)?;
+        }
+        Ok(())
+    }
+
+    /// Scores an event or learns from a label, and produces what it yields.
+    fn process(&mut self, r: Record) -> Result<(), WorkerError> {
+        let payload = r.payload.as_deref().unwrap_or(&[]);
+        match r.side {
+            Side::Event => match self.engine.on_event(payload, r.partition, r.ts, now_ms()) {
+                Ok(pred) => {
+                    let bytes = serde_json::to_vec(&pred).unwrap_or_default();
+                    let topic = self.cfg.kafka.predictions_topic.clone();
+                    self.send(&topic, pred.id.as_bytes(), &bytes)?;
+                }
+                Err(e) => self.dead_letter(&r, &e)?,
+            },
+            Side::Label => {
+                self.label_from.entry(r.partition).or_insert(r.offset);
+                match self.engine.on_label(payload, r.partition) {
+                    LabelResult::Invalid(e) => self.dead_letter(&r, &e)?,
+                    LabelResult::Handled(Some(LabelCount::Joined)) | LabelResult::Handled(_) => {}
+                }
+            }
+        }
+        self.known.insert((r.side, r.partition), r.offset + 1);
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, r: &Record, e: &DecodeError) -> Result<(), WorkerError> {
+        let payload = r.payload.as_deref().unwrap_or(&[]);
+        let truncated = payload.len() > DEAD_LETTER_PAYLOAD_MAX;
+        let cut = &payload[..payload.len().min(DEAD_LETTER_PAYLOAD_MAX)];
+        let (payload, payload_encoding) = match std::str::from_utf8(cut) {
+            Ok(s) => (s.to_string(), "utf8"),
+            Err(_) => (base64(cut), "base64"),
+        };
+        let dl = DeadLetter {
+            reason: e.reason.as_str(),
+            detail: &e.detail,
+            topic: self.topic(r.side),
+            partition: r.partition,
+            offset: r.offset,
+            payload,
+            payload_encoding,
+            payload_truncated: truncated,
+        };
+        let bytes = serde_json::to_vec(&dl).unwrap_or_default();
+        let topic = self.cfg.kafka.dead_letter_topic.clone();
+        let key = r.key.clone().unwrap_or_default();
+        self.send(&topic, &key, &bytes)
+    }
+
+    fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), WorkerError> {
+        kafka::send_blocking(&self.producer, topic, key, payload, None).map_err(|source| {
+            WorkerError::Kafka {
+                what: "producing",
+                source,
+            }
+        })
+    }
+
+    /// Takes a cut: predictions acknowledged → checkpoint + store commit → offsets committed.
+    /// `deadline` bounds the flush at shutdown.
+    fn cut(&mut self, deadline: Option<Instant>) -> Result<(), WorkerError> {
+        loop {
+            match self.producer.flush(Duration::from_millis(200)) {
+                Ok(()) => break,
+                Err(KafkaError::Flush(_)) => {
+                    if let Some(d) = deadline
+                        && Instant::now() >= d
+                    {
+                        return Err(WorkerError::DrainTimeout(
+                            self.cfg.checkpoint.drain_timeout.0,
+                        ));
+                    }
+                    debug!("Waiting for the broker to acknowledge predictions");
+                }
+                Err(source) => {
+                    return Err(WorkerError::Kafka {
+                        what: "flushing the producer",
+                        source,
+                    });
+                }
+            }
+        }
+        let ctx = self.producer.context();
+        let failed = ctx.failed.load(Ordering::SeqCst);
+        if failed > 0 {
+            let last = ctx.last.lock().map(|l| l.clone()).unwrap_or_default();
+            return Err(WorkerError::Delivery {
+                count: failed,
+                last,
+            });
+        }
+        let offsets: Vec<PartitionOffset> = self
+            .known
+            .iter()
+            .map(|((side, p), o)| PartitionOffset {
+                topic: self.topic(*side).to_string(),
+                partition: *p,
+                offset: *o,
+            })
+            .collect();
+        let ranges: Vec<(i32, i64, i64)> = self
+            .label_from
+            .iter()
+            .map(|(p, from)| {
+                let to = self.known.get(&(Side::Label, *p)).copied().unwrap_or(*from);
+                (*p, *from, to)
+            })
+            .collect();
+        let meta = self.state.cut(&mut self.engine, offsets, ranges)?;
+        self.label_from.clear();
+        self.dirty = false;
+        self.last_cut = Instant::now();
+        self.updates_at_cut = self.engine.counters().updates;
+        info!(
+            version = meta.version,
+            model_version = self.engine.version(),
+            updates = self.updates_at_cut,
+            "Checkpoint written"
+        );
+        self.commit_offsets();
+        Ok(())
+    }
+
+    /// Commits the offsets of the assigned partitions (both topics, in the group). A failure is
+    /// logged and retried at the next cut: the checkpoint, not the commit, is the truth.
+    fn commit_offsets(&mut self) {
+        let mut tpl = TopicPartitionList::new();
+        let tag = self.commit_tag();
+        let mut offsets = Vec::new();
+        for ((side, p), o) in &self.known {
+            if self.assigned.contains(p) && *o >= 0 {
+                let topic = self.topic(*side);
+                let mut e = tpl.add_partition(topic, *p);
+                let _ = e.set_offset(Offset::Offset(*o));
+                e.set_metadata(tag.as_str());
+                offsets.push(PartitionOffset {
+                    topic: topic.to_string(),
+                    partition: *p,
+                    offset: *o,
+                });
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match self.group.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                if let Err(e) = self.state.record_commit(offsets) {
+                    warn!(error = %e, "Cannot record the committed offsets");
+                }
+            }
+            Err(e) => warn!(error = %e, "Offset commit failed; the next checkpoint retries it"),
+        }
+    }
+
+    /// The metadata of this worker's offset commits: `streamlr:<state directory instance>`.
+    fn commit_tag(&self) -> String {
+        format!("streamlr:{}", self.state.instance())
+    }
+
+    /// Partitions are taken away: cut and commit first, then let go.
+    fn revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), WorkerError> {
+        let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        info!(partitions = ?parts, "Partitions revoked: checkpoint and commit first");
+        if self.dirty || !self.assigned.is_empty() {
+            self.cut(None)?;
+        }
+        for p in std::mem::take(&mut self.assigned) {
+            self.engine.remove_shard(p);
+            for side in [Side::Event, Side::Label] {
+                self.merge.remove(side, p);
+                self.paused.remove(&(side, p));
+            }
+        }
+        self.group.unassign().map_err(|source| WorkerError::Kafka {
+            what: "unassigning",
+            source,
+        })?;
+        self.labels
+            .unassign()
+            .map_err(|source| WorkerError::Kafka {
+                what: "unassigning labels",
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Partitions are given: continue their local state if nobody else advanced them, else
+    /// start them fresh at the group's committed offsets.
+    fn assign(&mut self, tpl: &TopicPartitionList) -> Result<(), WorkerError> {
+        let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let mut query = TopicPartitionList::new();
+        for p in &parts {
+            query.add_partition(&self.cfg.kafka.events_topic, *p);
+            query.add_partition(&self.cfg.kafka.labels_topic, *p);
+        }
+        let committed = self
+            .group
+            .committed_offsets(query, self.cfg.kafka.request_timeout.0)
+            .map_err(|source| WorkerError::Kafka {
+                what: "reading committed offsets",
+                source,
+            })?;
+        let tag = self.commit_tag();
+        // The committed offset of a partition, and whether this worker committed it.
+        let committed_of = |side: Side, p: i32| -> (Option<i64>, bool) {
+            let topic = match side {
+                Side::Event => &self.cfg.kafka.events_topic,
+                Side::Label => &self.cfg.kafka.labels_topic,
+            };
+            match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => (Some(o), self.state.committed_by_us(topic, p, o)),
+                _ => (None, false),
+            }
+        };
+        let mut events = TopicPartitionList::new();
+        let mut labels = TopicPartitionList::new();
+        let now = now_ms();
+        for p in &parts {
+            let p = *p;
+            // Continuous: nobody else has committed this partition beyond what this worker's
+            // state covers. Its own commits may be ahead of its state (the newest checkpoint
+            // was refused and an older one restored): the state, not the commit, is the truth.
+            let continuous = [Side::Event, Side::Label].iter().all(|s| {
+                match (self.known.get(&(*s, p)), committed_of(*s, p)) {
+                    (None, _) => false,
+                    (Some(_), (Some(_), true)) => true,
+                    (Some(o), (c, false)) if *o < 0 => c.is_none(),
+                    (Some(o), (c, _)) => c.is_none_or(|c| c <= *o),
+                }
+            });
+            let store = self.state.store().clone();
+            if continuous {
+                let (backend, st) = store.shard(p as u32).map_err(StateError::from)?;
+                self.engine.add_shard(p, backend, st);
+            } else {
+                if self.known.contains_key(&(Side::Event, p))
+                    || self.known.contains_key(&(Side::Label, p))
+                {
+                    let by = committed
+                        .find_partition(&self.cfg.kafka.events_topic, p)
+                        .map(|e| e.metadata().to_string())
+                        .unwrap_or_default();
+                    warn!(
+                        partition = p,
+                        committed_by = %by,
+                        ours = %tag,
+                        "Partition advanced by another worker since this one held it: its local join state is dropped"
+                    );
+                }
+                store.drop_shard(p as u32).map_err(StateError::from)?;
+                let (backend, _) = store.shard(p as u32).map_err(StateError::from)?;
+                self.engine.add_shard(p, backend, None);
+                for s in [Side::Event, Side::Label] {
+                    self.known
+                        .insert((s, p), committed_of(s, p).0.unwrap_or(-1));
+                }
+            }
+            for s in [Side::Event, Side::Label] {
+                let start = match self.known.get(&(s, p)).copied().unwrap_or(-1) {
+                    o if o >= 0 => Offset::Offset(o),
+                    _ if self.reset_latest => Offset::End,
+                    _ => Offset::Beginning,
+                };
+                let (list, topic) = match s {
+                    Side::Event => (&mut events, &self.cfg.kafka.events_topic),
+                    Side::Label => (&mut labels, &self.cfg.kafka.labels_topic),
+                };
+                let _ = list.add_partition_offset(topic, p, start);
+                self.merge.add(s, p, now);
+            }
+            self.assigned.insert(p);
+        }
+        info!(partitions = ?parts, "Partitions assigned");
+        self.group
+            .assign(&events)
+            .map_err(|source| WorkerError::Kafka {
+                what: "assigning events partitions",
+                source,
+            })?;
+        self.labels
+            .assign(&labels)
+            .map_err(|source| WorkerError::Kafka {
+                what: "assigning labels partitions",
+                source,
+            })?;
+        Ok(())
+    }
+
+    fn log_progress(&mut self) {
+        let elapsed = self.progress.at.elapsed();
+        if elapsed < PROGRESS {
+            return;
+        }
+        let c = self.engine.counters();
+        let q = self.engine.quality().total.summary();
+        let rate = (c.events_scored - self.progress.scored) as f64 / elapsed.as_secs_f64();
+        info!(
+            events_per_sec = format!("{rate:.0}"),
+            scored = c.events_scored,
+            labels_joined = c.label(LabelCount::Joined),
+            log_loss = format!("{:.4}", q.log_loss),
+            auc = format!("{:.4}", q.auc),
+            model_version = self.engine.version(),
+            partitions = ?self.assigned,
+            "Progress"
+        );
+        self.progress = Progress {
+            at: Instant::now(),
+            scored: c.events_scored,
+        };
+    }
+}
+
+/// What a poll returned, owned.
+enum Consumed {
+    Record(Record),
+    End(Side, i32),
+    Error(Side, KafkaError),
+}
+
+fn consumed(r: Result<BorrowedMessage<'_>, KafkaError>, side: Side) -> Consumed {
+    match r {
+        Ok(m) => Consumed::Record(Record {
+            side,
+            partition: m.partition(),
+            offset: m.offset(),
+            ts: m.timestamp().to_millis().unwrap_or(0),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+        }),
+        Err(KafkaError::PartitionEOF(p)) => Consumed::End(side, p),
+        Err(e) => Consumed::Error(side, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        // RFC 4648 section 10.
+        for (input, out) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), out);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+}

@@ -1,0 +1,535 @@
+//! The worker on a real Kafka-protocol broker (tansu, started by `scripts/broker.sh`): every
+//! event predicted, every label applied once, restarts, crashes, two workers, refusals.
+//!
+//! The reference for counts is `replay` over the same records (the offline run of the same
+//! engine): the worker must score, refuse and join exactly what replay does.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Broker, Msg, WorkerProc};
+use streamlr::simulate::SimConfig;
+
+const START_TS: i64 = 1_780_000_000_000;
+const LONG: Duration = Duration::from_secs(180);
+
+fn sim(count: u64, seed: u64) -> SimConfig {
+    SimConfig {
+        count,
+        seed,
+        start_ts: START_TS,
+        malformed_rate: 0.01,
+        label_delay_max_ms: 600_000,
+        ..SimConfig::default()
+    }
+}
+
+fn topics(broker: &Broker, partitions: u32, predictions: &[&str]) {
+    broker.topic("events", partitions);
+    broker.topic("labels", partitions);
+    broker.topic("dead-letter", 1);
+    for p in predictions {
+        broker.topic(p, partitions);
+    }
+}
+
+/// Replay over the files: the reference report and the ids it predicted.
+fn reference(
+    config: &Path,
+    stream: &common::Stream,
+    dir: &Path,
+) -> (streamlr::replay::Report, HashSet<String>) {
+    let cfg = streamlr::config::Config::load(Some(config), Vec::new()).expect("config");
+    let preds = dir.join("reference-predictions.jsonl");
+    let report = streamlr::replay::run(cfg, &stream.args(Some(preds.clone()))).expect("replay");
+    let ids = common::read_jsonl(&preds)
+        .iter()
+        .map(|p| p["id"].as_str().expect("id").to_string())
+        .collect();
+    (report, ids)
+}
+
+/// Waits until the worker's newest checkpoint has consumed `events` and `labels` records.
+fn wait_consumed(config: &Path, events: usize, labels: usize, w: &WorkerProc) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        if let Some(show) = common::checkpoint_show(config)
+            && common::consumed(&show, "events") == events as i64
+            && common::consumed(&show, "labels") == labels as i64
+        {
+            return show;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker did not consume every record; log:\n{}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ids(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter().map(|m| m.key.clone()).collect()
+}
+
+/// Test 1: 3 partitions, 20k events and their labels pre-produced, plus malformed records.
+#[test]
+fn every_event_is_predicted_and_every_label_applied_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start();
+    topics(&broker, 3, &["predictions"]);
+    let stream = common::write_stream(dir.path(), sim(20_000, 7));
+    // Three bad labels at the end: not JSON, a label that is not 0/1, bytes that are not UTF-8.
+    let mut labels = common::lines_of(&stream.labels);
+    let bad: [&[u8]; 3] = [
+        b"not json",
+        br#"{"id":"tx-1","label":7,"ts":1780999999999}"#,
+        &[0xff, 0xfe, b'{'],
+    ];
+    labels.extend(bad.iter().map(|b| b.to_vec()));
+    std::fs::write(&stream.labels, labels.join(&b'\n')).expect("write labels");
+    let events = common::lines_of(&stream.events);
+    common::produce_lines(&broker.bootstrap, "events", &events);
+    common::produce_lines(&broker.bootstrap, "labels", &labels);
+
+    let config = common::worker_config(
+        dir.path(),
+        &broker.bootstrap,
+        "t1",
+        "predictions",
+        2_000,
+        "[model]\nversion_every_updates = 1000\n",
+    );
+    let (want, want_ids) = reference(&config, &stream, dir.path());
+    assert_eq!(want.labels_invalid_by_reason.values().sum::<u64>(), 3);
+
+    let w = WorkerProc::start(&config, &dir.path().join("t1.log"));
+    wait_consumed(&config, events.len(), labels.len(), &w);
+    let status = w.terminate(Duration::from_secs(30));
+    assert!(status.success(), "graceful stop exits 0");
+    let show = common::checkpoint_show(&config).expect("final checkpoint");
+    let c = &show["counters"];
+
+    // Every valid event: exactly one prediction (no crash, so no duplicate), the ids replay scores.
+    let preds = common::read_topic(&broker.bootstrap, "predictions", 3, LONG, |m| {
+        m.len() >= want_ids.len()
+    });
+    assert_eq!(preds.len() as u64, want.events.scored);
+    let got: HashSet<String> = ids(&preds).into_iter().collect();
+    assert_eq!(got, want_ids);
+    let mut learned = 0;
+    for p in &preds {
+        let v = p.json();
+        let score = v["score"].as_f64().expect("score");
+        assert!((0.0..=1.0).contains(&score));
+        assert_eq!(
+            v["decision"].as_bool(),
+            Some(score >= v["threshold"].as_f64().expect("t"))
+        );
+        let contributions = v["contributions"].as_array().expect("contributions");
+        // Version 1 is the untrained model (all weights zero: nothing contributes).
+        if v["model_version"].as_u64().expect("version") > 1 {
+            learned += 1;
+            assert!(!contributions.is_empty(), "{v}");
+        }
+        assert_eq!(v["id"].as_str(), Some(p.key.as_str()), "keyed by id");
+    }
+    assert!(learned > 0, "later events are scored by a trained model");
+
+    // Every joinable label applied once, as in replay; the model version advanced.
+    assert_eq!(c["events_scored"].as_u64(), Some(want.events.scored));
+    assert_eq!(c["updates"].as_u64(), Some(want.updates.applied));
+    assert_eq!(c["labels"]["joined"].as_u64(), Some(want.labels["joined"]));
+    assert_eq!(want.updates.applied, want.labels["joined"]);
+    assert!(show["model"]["version"].as_u64().expect("version") > 1);
+
+    // Malformed records: in the dead-letter topic with their reasons, pointing at the record.
+    let dl = common::read_topic(&broker.bootstrap, "dead-letter", 1, LONG, |m| {
+        m.len() as u64 >= want.events.invalid + 3
+    });
+    assert_eq!(dl.len() as u64, want.events.invalid + 3);
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let originals: HashMap<(i32, i64), Vec<u8>> =
+        common::read_topic(&broker.bootstrap, "events", 3, LONG, |m| {
+            m.len() == events.len()
+        })
+        .into_iter()
+        .map(|m| ((m.partition, m.offset), m.payload))
+        .collect();
+    let mut label_dl = Vec::new();
+    for m in &dl {
+        let v = m.json();
+        for k in [
+            "reason",
+            "detail",
+            "topic",
+            "partition",
+            "offset",
+            "payload",
+        ] {
+            assert!(!v[k].is_null(), "dead letter has {k}: {v}");
+        }
+        if v["topic"] == "events" {
+            *by_reason
+                .entry(v["reason"].as_str().expect("reason").into())
+                .or_default() += 1;
+            let at = (
+                v["partition"].as_i64().expect("p") as i32,
+                v["offset"].as_i64().expect("o"),
+            );
+            assert_eq!(v["payload_encoding"], "utf8");
+            assert_eq!(
+                v["payload"].as_str().expect("text").as_bytes(),
+                &originals[&at][..]
+            );
+        } else {
+            label_dl.push(v);
+        }
+    }
+    let want_reasons: BTreeMap<String, u64> = want
+        .events
+        .invalid_by_reason
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    assert_eq!(by_reason, want_reasons);
+    assert_eq!(label_dl.len(), 3);
+    let reasons: HashSet<&str> = label_dl
+        .iter()
+        .filter_map(|v| v["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains("not_json") && reasons.contains("invalid_label"),
+        "{reasons:?}"
+    );
+    let bin = label_dl
+        .iter()
+        .find(|v| v["payload_encoding"] == "base64")
+        .expect("the non-UTF-8 label is dead-lettered in base64");
+    // RFC 4648 base64 of ff fe 7b.
+    assert_eq!(bin["payload"], "//57");
+    assert_eq!(bin["reason"], "invalid_utf8");
+}
+
+/// Test 2: stop with SIGTERM and start again: resumes from the checkpoint; no event scored
+/// twice, no label applied twice.
+#[test]
+fn restart_resumes_without_rescoring_or_reapplying() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start();
+    topics(&broker, 3, &["predictions"]);
+    let stream = common::write_stream(dir.path(), sim(10_000, 11));
+    let events = common::lines_of(&stream.events);
+    let labels = common::lines_of(&stream.labels);
+    // Phase 1: the first half of the events and the labels up to the last of their times.
+    let half = events.len() / 2;
+    let ts_of = |l: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["ts"].as_i64())
+    };
+    let cut_ts = events[..half]
+        .iter()
+        .filter_map(|l| ts_of(l))
+        .max()
+        .expect("ts");
+    let n_labels_1 = labels
+        .iter()
+        .take_while(|l| ts_of(l).is_some_and(|t| t <= cut_ts))
+        .count();
+    common::produce_lines(&broker.bootstrap, "events", &events[..half]);
+    common::produce_lines(&broker.bootstrap, "labels", &labels[..n_labels_1]);
+
+    let config = common::worker_config(
+        dir.path(),
+        &broker.bootstrap,
+        "t2",
+        "predictions",
+        1_000,
+        "",
+    );
+    let (want, want_ids) = reference(&config, &stream, dir.path());
+    let log = dir.path().join("t2.log");
+    let w = WorkerProc::start(&config, &log);
+    let first = wait_consumed(&config, half, n_labels_1, &w);
+    assert!(w.terminate(Duration::from_secs(30)).success());
+    let first_version = first["meta"]["version"].as_u64().expect("version");
+
+    common::produce_lines(&broker.bootstrap, "events", &events[half..]);
+    common::produce_lines(&broker.bootstrap, "labels", &labels[n_labels_1..]);
+    let w = WorkerProc::start(&config, &log);
+    let last = wait_consumed(&config, events.len(), labels.len(), &w);
+    let text = w.log_text();
+    assert!(w.terminate(Duration::from_secs(30)).success());
+    assert!(text.contains("Resuming from checkpoint"), "{text}");
+    assert!(last["meta"]["version"].as_u64().expect("version") > first_version);
+
+    let preds = common::read_topic(&broker.bootstrap, "predictions", 3, LONG, |m| {
+        m.len() >= want_ids.len()
+    });
+    let got = ids(&preds);
+    assert_eq!(
+        got.len(),
+        want_ids.len(),
+        "one prediction per valid event, none re-scored"
+    );
+    assert_eq!(got.into_iter().collect::<HashSet<_>>(), want_ids);
+    let c = &common::checkpoint_show(&config).expect("checkpoint")["counters"];
+    assert_eq!(
+        c["updates"].as_u64(),
+        Some(want.updates.applied),
+        "no label applied twice"
+    );
+    assert_eq!(c["events_scored"].as_u64(), Some(want.events.scored));
+}
+
+/// Test 3: the worker killed with SIGKILL at 3 random points and restarted ends with the same
+/// model, bit for bit, as an uninterrupted run over the same logs; every event is predicted.
+#[test]
+fn crash_at_random_points_ends_in_the_uninterrupted_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start();
+    topics(&broker, 3, &["pred-ref", "pred-crash"]);
+    let stream = common::write_stream(dir.path(), sim(30_000, 5));
+    let events = common::lines_of(&stream.events);
+    let labels = common::lines_of(&stream.labels);
+    common::produce_lines(&broker.bootstrap, "events", &events);
+    common::produce_lines(&broker.bootstrap, "labels", &labels);
+
+    // Uninterrupted.
+    let ref_cfg =
+        common::worker_config(dir.path(), &broker.bootstrap, "ref", "pred-ref", 1_500, "");
+    let (want, want_ids) = reference(&ref_cfg, &stream, dir.path());
+    let w = WorkerProc::start(&ref_cfg, &dir.path().join("ref.log"));
+    wait_consumed(&ref_cfg, events.len(), labels.len(), &w);
+    assert!(w.terminate(Duration::from_secs(30)).success());
+    let reference = common::checkpoint_show(&ref_cfg).expect("reference checkpoint");
+
+    // Crashed three times at random points (by progress: predictions seen so far).
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    let mut x = seed;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % 1_000) as f64 / 1_000.0
+    };
+    let mut points: Vec<usize> = (0..3)
+        .map(|i| ((0.15 + 0.25 * i as f64 + 0.2 * next()) * want_ids.len() as f64) as usize)
+        .collect();
+    points.sort_unstable();
+    eprintln!("crash points (predictions seen): {points:?}, seed {seed}");
+    let cfg = common::worker_config(
+        dir.path(),
+        &broker.bootstrap,
+        "crash",
+        "pred-crash",
+        1_500,
+        "",
+    );
+    let log = dir.path().join("crash.log");
+    for point in points {
+        let w = WorkerProc::start(&cfg, &log);
+        common::read_topic(&broker.bootstrap, "pred-crash", 3, LONG, |m| {
+            m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= point
+        });
+        w.crash();
+    }
+    let w = WorkerProc::start(&cfg, &log);
+    wait_consumed(&cfg, events.len(), labels.len(), &w);
+    assert!(w.terminate(Duration::from_secs(30)).success());
+    let after = common::checkpoint_show(&cfg).expect("checkpoint after crashes");
+
+    let preds = common::read_topic(&broker.bootstrap, "pred-crash", 3, LONG, |m| {
+        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
+    });
+    let got: HashSet<String> = ids(&preds).into_iter().collect();
+    assert_eq!(got, want_ids, "no event without a prediction");
+    assert_eq!(
+        after["counters"]["updates"],
+        reference["counters"]["updates"]
+    );
+    assert_eq!(
+        after["counters"]["updates"].as_u64(),
+        Some(want.updates.applied)
+    );
+    assert_eq!(after["counters"], reference["counters"]);
+    assert_eq!(
+        after["learner_crc32"],
+        reference["learner_crc32"],
+        "bit-identical learner state; seed {seed}; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+fn assigned_sets(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("Partitions assigned"))
+        .filter_map(|l| l.split("partitions=").nth(1).map(str::to_string))
+        .collect()
+}
+
+/// Test 4: two workers in one group split the partitions; when one stops, the other takes its
+/// partitions over from their committed offsets.
+#[test]
+fn two_workers_split_partitions_and_take_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start();
+    topics(&broker, 4, &["predictions"]);
+    let stream = common::write_stream(dir.path(), sim(8_000, 3));
+    let events = common::lines_of(&stream.events);
+    let labels = common::lines_of(&stream.labels);
+    let half = events.len() / 2;
+
+    // Both workers in group "pair", each with its own state directory.
+    let cfg_a = common::worker_config(
+        dir.path(),
+        &broker.bootstrap,
+        "pair",
+        "predictions",
+        1_000,
+        "",
+    );
+    let text = std::fs::read_to_string(&cfg_a).expect("config");
+    let cfg_b = dir.path().join("b.toml");
+    std::fs::write(&cfg_b, text.replace("state-pair", "state-pair-b")).expect("config b");
+    let (_, want_ids) = reference(&cfg_a, &stream, dir.path());
+
+    let a = WorkerProc::start(&cfg_a, &dir.path().join("a.log"));
+    common::wait_for(LONG, "A is assigned", || {
+        (!assigned_sets(&a.log_text()).is_empty()).then_some(())
+    });
+    let b = WorkerProc::start(&cfg_b, &dir.path().join("b.log"));
+    common::wait_for(LONG, "B is assigned its share", || {
+        let sets = assigned_sets(&b.log_text());
+        sets.last().filter(|s| s.as_str() != "{}").map(|_| ())
+    });
+    common::wait_for(LONG, "A gives up B's share", || {
+        (assigned_sets(&a.log_text()).len() >= 2).then_some(())
+    });
+    let (sa, sb) = (assigned_sets(&a.log_text()), assigned_sets(&b.log_text()));
+    let (sa, sb) = (sa.last().expect("a"), sb.last().expect("b"));
+    assert_ne!(sa, sb, "the workers split the partitions: A {sa}, B {sb}");
+
+    common::produce_lines(&broker.bootstrap, "events", &events[..half]);
+    common::produce_lines(&broker.bootstrap, "labels", &labels);
+    let first_ids: HashSet<String> = {
+        let v: Vec<serde_json::Value> = events[..half]
+            .iter()
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect();
+        v.iter()
+            .filter_map(|e| e["id"].as_str().map(str::to_string))
+            .filter(|id| want_ids.contains(id))
+            .collect()
+    };
+    common::read_topic(&broker.bootstrap, "predictions", 4, LONG, |m| {
+        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= first_ids.len()
+    });
+    assert!(
+        b.terminate(Duration::from_secs(30)).success(),
+        "B stops gracefully"
+    );
+    common::produce_lines(&broker.bootstrap, "events", &events[half..]);
+    let preds = common::read_topic(&broker.bootstrap, "predictions", 4, LONG, |m| {
+        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
+    });
+    common::wait_for(LONG, "A holds every partition", || {
+        let sets = assigned_sets(&a.log_text());
+        (sets.last().map(String::as_str) == Some("{0, 1, 2, 3}")).then_some(())
+    });
+    assert!(a.terminate(Duration::from_secs(30)).success());
+    let got = ids(&preds);
+    let distinct: HashSet<String> = got.iter().cloned().collect();
+    assert_eq!(
+        distinct, want_ids,
+        "every event predicted by one of the workers"
+    );
+    assert_eq!(
+        got.len(),
+        want_ids.len(),
+        "graceful hand-overs start at the committed offsets: no event scored twice"
+    );
+}
+
+/// Test 5a: topics that are not co-partitioned are refused at start-up with what to fix.
+#[test]
+fn co_partition_mismatch_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start();
+    broker.topic("events", 3);
+    broker.topic("labels", 2);
+    broker.topic("predictions", 3);
+    broker.topic("dead-letter", 1);
+    let config = common::worker_config(dir.path(), &broker.bootstrap, "t5", "predictions", 100, "");
+    let out = common::run(&["run", "--config", &config.to_string_lossy()], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not co-partitioned") && err.contains("same partition count"),
+        "{err}"
+    );
+}
+
+/// Test 5b: a corrupt latest checkpoint is refused and the previous one is used (the join store
+/// rolls back with it); the run then ends in the same state as before the corruption.
+#[test]
+fn corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start();
+    topics(&broker, 2, &["predictions"]);
+    let stream = common::write_stream(dir.path(), sim(6_000, 9));
+    let events = common::lines_of(&stream.events);
+    let labels = common::lines_of(&stream.labels);
+    common::produce_lines(&broker.bootstrap, "events", &events);
+    common::produce_lines(&broker.bootstrap, "labels", &labels);
+    let config = common::worker_config(
+        dir.path(),
+        &broker.bootstrap,
+        "t5b",
+        "predictions",
+        1_000,
+        "",
+    );
+    let log = dir.path().join("t5b.log");
+    let w = WorkerProc::start(&config, &log);
+    // A cut is only taken when something changed, so the one that covers everything is the
+    // newest, and the one before it covers less.
+    wait_consumed(&config, events.len(), labels.len(), &w);
+    assert!(w.terminate(Duration::from_secs(30)).success());
+    let before = common::checkpoint_show(&config).expect("checkpoint");
+    let newest = before["meta"]["version"].as_u64().expect("version");
+    assert!(newest >= 2, "several cuts were taken");
+
+    let path = dir
+        .path()
+        .join("state-t5b/checkpoints")
+        .join(format!("ckpt-{newest:020}.bin"));
+    let mut bytes = std::fs::read(&path).expect("checkpoint file");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&path, bytes).expect("corrupt");
+
+    let w = WorkerProc::start(&config, &log);
+    let after = wait_consumed(&config, events.len(), labels.len(), &w);
+    assert!(after["meta"]["version"].as_u64().expect("version") > newest);
+    let text = w.log_text();
+    assert!(w.terminate(Duration::from_secs(30)).success());
+    assert!(text.contains("Checkpoint refused"), "{text}");
+    assert!(text.contains("checksum mismatch"), "{text}");
+    assert!(
+        text.contains(&format!("Resuming from checkpoint version={}", newest - 1)),
+        "{text}"
+    );
+    assert_eq!(
+        after["counters"], before["counters"],
+        "no label applied twice"
+    );
+    assert_eq!(after["learner_crc32"], before["learner_crc32"]);
+}
