@@ -22,7 +22,9 @@ case "$cmd" in
     bin=$(tansu_bin)
     port=$(free_port)
     url="tcp://127.0.0.1:$port"
-    "$bin" broker --listener-url "$url" --advertised-listener-url "$url" \
+    # Its own session: a Ctrl-C meant for the worker in the foreground does not reach the broker,
+    # which must stay up while the worker drains. Stopped by pid (below).
+    setsid "$bin" broker --listener-url "$url" --advertised-listener-url "$url" \
       --storage-engine memory://tansu/ >"$dir/broker.log" 2>&1 &
     echo $! >"$dir/broker.pid"
     for _ in $(seq 1 100); do

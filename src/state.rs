@@ -356,3 +356,125 @@ impl StateDir {
         Ok(meta)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path) -> Config {
+        let mut c = Config::default();
+        c.checkpoint.dir = dir.display().to_string();
+        c.join.cache_bytes = 1 << 20;
+        c
+    }
+
+    fn engine(state: &StateDir, cfg: &Config) -> Engine<DiskShard> {
+        let store = state.store().clone();
+        Engine::new(cfg.clone(), move |p| store.shard_or_poisoned(p as u32))
+    }
+
+    fn event(e: &mut Engine<DiskShard>, i: u32) {
+        let line = format!(
+            r#"{{"id":"e{i}","ts":{},"features":{{"amount":{i}}}}}"#,
+            1000 + i
+        );
+        e.on_event(line.as_bytes(), 0, 0, 0).expect("valid event");
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_while_the_first_holds_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg(dir.path());
+        let (first, _) = StateDir::open(&c).expect("first");
+        assert!(matches!(StateDir::open(&c), Err(StateError::Locked(_))));
+        drop(first);
+        StateDir::open(&c).expect("free again once the first is gone");
+    }
+
+    #[test]
+    fn an_orphan_checkpoint_is_removed_and_the_previous_one_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg(dir.path());
+        {
+            let (mut state, restored) = StateDir::open(&c).expect("open");
+            assert!(restored.meta.is_none());
+            let mut e = engine(&state, &c);
+            event(&mut e, 1);
+            assert_eq!(
+                state
+                    .cut(&mut e, Vec::new(), Vec::new())
+                    .expect("cut")
+                    .version,
+                1
+            );
+            event(&mut e, 2);
+            assert_eq!(
+                state
+                    .cut(&mut e, Vec::new(), Vec::new())
+                    .expect("cut")
+                    .version,
+                2
+            );
+            // A crash between writing checkpoint 3 and committing store cut 3.
+            let meta = CheckpointMeta {
+                version: 3,
+                parent: Some(2),
+                created_at_ms: 0,
+                schema_digest: schema_of(&c).digest,
+                offsets: Vec::new(),
+                label_ranges: Vec::new(),
+                store_cut: Some(3),
+                lineage: None,
+            };
+            let learner = snapshot::encode(&schema_of(&c), &e.learner_state());
+            state.checkpoints().write(&meta, &learner).expect("write");
+        }
+        let (state, restored) = StateDir::open(&c).expect("reopen");
+        assert_eq!(restored.orphans, vec![3]);
+        assert_eq!(restored.meta.map(|m| m.version), Some(2));
+        assert_eq!(restored.learner.map(|l| l.counters.events_scored), Some(2));
+        assert_eq!(
+            state.checkpoints().versions().expect("versions"),
+            vec![1, 2]
+        );
+        assert_eq!(restored.store_rolled_back_to, None);
+    }
+
+    #[test]
+    fn a_store_without_any_valid_checkpoint_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg(dir.path());
+        {
+            let (mut state, _) = StateDir::open(&c).expect("open");
+            let mut e = engine(&state, &c);
+            event(&mut e, 1);
+            state.cut(&mut e, Vec::new(), Vec::new()).expect("cut");
+            std::fs::remove_file(state.checkpoints().path(1)).expect("remove");
+        }
+        assert!(matches!(
+            StateDir::open(&c),
+            Err(StateError::NoCheckpoint { cuts: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn own_commits_are_recognized_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg(dir.path());
+        let id = {
+            let (mut state, _) = StateDir::open(&c).expect("open");
+            let o = PartitionOffset {
+                topic: "events".into(),
+                partition: 1,
+                offset: 42,
+            };
+            state.record_commit(vec![o]).expect("record");
+            state.instance().to_string()
+        };
+        let (state, _) = StateDir::open(&c).expect("reopen");
+        assert_eq!(state.instance(), id, "the identity is stable");
+        assert!(state.committed_by_us("events", 1, 42));
+        assert!(!state.committed_by_us("events", 1, 43));
+        assert!(!state.committed_by_us("labels", 1, 42));
+    }
+}
