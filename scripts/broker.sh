@@ -2,6 +2,8 @@
 # Starts or stops a local Kafka-protocol test broker (tansu, memory storage) on loopback.
 #
 #   scripts/broker.sh start DIR   # picks a free port, writes DIR/broker.pid and DIR/bootstrap
+#   ADVERTISED_PORT=P scripts/broker.sh start DIR   # advertise 127.0.0.1:P instead (clients then
+#                                 # reach the broker through whatever listens on P, e.g. a proxy)
 #   scripts/broker.sh topic DIR NAME PARTITIONS
 #   scripts/broker.sh stop DIR    # stops only the broker it started (by pid)
 set -euo pipefail
@@ -22,15 +24,17 @@ case "$cmd" in
     bin=$(tansu_bin)
     port=$(free_port)
     url="tcp://127.0.0.1:$port"
+    advertised="127.0.0.1:${ADVERTISED_PORT:-$port}"
     # Its own session: a Ctrl-C meant for the worker in the foreground does not reach the broker,
     # which must stay up while the worker drains. Stopped by pid (below).
-    setsid "$bin" broker --listener-url "$url" --advertised-listener-url "$url" \
+    setsid "$bin" broker --listener-url "$url" --advertised-listener-url "tcp://$advertised" \
       --storage-engine memory://tansu/ >"$dir/broker.log" 2>&1 &
     echo $! >"$dir/broker.pid"
     for _ in $(seq 1 100); do
       if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)))"; then
-        echo "127.0.0.1:$port" >"$dir/bootstrap"
-        echo "127.0.0.1:$port"
+        echo "$advertised" >"$dir/bootstrap"
+        echo "$port" >"$dir/listen"
+        echo "$advertised"
         exit 0
       fi
       sleep 0.1

@@ -533,3 +533,52 @@ fn corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
     );
     assert_eq!(after["learner_crc32"], before["learner_crc32"]);
 }
+
+/// Broker unreachable (the network to it cut by a proxy for longer than the session timeout):
+/// the worker keeps retrying and, when the broker is back, goes on without losing a prediction or
+/// applying a label twice.
+#[test]
+fn broker_outage_is_ridden_out_without_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = common::Proxy::start();
+    let broker = Broker::start_advertising(proxy.port);
+    proxy.forward_to(broker.listen_port());
+    topics(&broker, 2, &["predictions"]);
+    let stream = common::write_stream(dir.path(), sim(6_000, 13));
+    let events = common::lines_of(&stream.events);
+    let labels = common::lines_of(&stream.labels);
+    let half = events.len() / 2;
+    common::produce_lines(&broker.bootstrap, "events", &events[..half]);
+    let config =
+        common::worker_config(dir.path(), &broker.bootstrap, "out", "predictions", 500, "");
+    let (want, want_ids) = reference(&config, &stream, dir.path());
+
+    let mut w = WorkerProc::start(&config, &dir.path().join("out.log"));
+    common::read_topic(&broker.bootstrap, "predictions", 2, LONG, |m| {
+        m.len() >= 1_000
+    });
+    proxy.set_down(true);
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(w.exited().is_none(), "the worker rides out the outage");
+    proxy.set_down(false);
+    common::produce_lines(&broker.bootstrap, "events", &events[half..]);
+    common::produce_lines(&broker.bootstrap, "labels", &labels);
+
+    let show = wait_consumed(&config, events.len(), labels.len(), &w);
+    let log = w.log_text();
+    assert!(w.terminate(Duration::from_secs(30)).success());
+    assert!(
+        log.contains("Kafka client error"),
+        "the outage was noticed: {log}"
+    );
+    let preds = common::read_topic(&broker.bootstrap, "predictions", 2, LONG, |m| {
+        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
+    });
+    let got: HashSet<String> = ids(&preds).into_iter().collect();
+    assert_eq!(got, want_ids, "no prediction lost");
+    assert_eq!(
+        show["counters"]["updates"].as_u64(),
+        Some(want.updates.applied),
+        "every label applied once"
+    );
+}

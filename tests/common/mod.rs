@@ -88,19 +88,40 @@ pub struct Broker {
 
 /// Runs `scripts/broker.sh COMMAND DIR ARGS...`.
 fn broker_script(command: &str, dir: &Path, args: &[&str]) -> std::io::Result<Output> {
-    Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh"))
+    broker_script_env(command, dir, args, &[])
+}
+
+fn broker_script_env(
+    command: &str,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> std::io::Result<Output> {
+    let mut c = Command::new("bash");
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh"))
         .arg(command)
         .arg(dir)
-        .args(args)
-        .output()
+        .args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output()
 }
 
 impl Broker {
     /// Starts a broker.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a broker that advertises `127.0.0.1:port` (where the caller runs a proxy).
+    pub fn start_advertising(port: u16) -> Self {
+        Self::start_with(&[("ADVERTISED_PORT", port.to_string())])
+    }
+
+    fn start_with(env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = broker_script("start", dir.path(), &[]).expect("broker.sh start");
+        let out = broker_script_env("start", dir.path(), &[], env).expect("broker.sh start");
         assert!(
             out.status.success(),
             "broker did not start: {}",
@@ -108,6 +129,15 @@ impl Broker {
         );
         let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_string();
         Self { dir, bootstrap }
+    }
+
+    /// The port the broker itself listens on (written by the script to `DIR/listen`).
+    pub fn listen_port(&self) -> u16 {
+        std::fs::read_to_string(self.dir.path().join("listen"))
+            .expect("listen file")
+            .trim()
+            .parse()
+            .expect("port")
     }
 
     /// Creates a topic with `partitions` partitions.
@@ -408,5 +438,80 @@ pub fn wait_for<T>(
         }
         assert!(std::time::Instant::now() < deadline, "timed out: {what}");
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A TCP proxy on loopback in front of the broker, to cut the network: while `down`, every
+/// connection through it is closed and new ones are refused.
+#[derive(Debug)]
+pub struct Proxy {
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port; forwards to the target set by [`Self::forward_to`].
+    pub fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::net::TcpStream>::new()));
+        let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let (d, c, t) = (down.clone(), conns.clone(), target.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let to = t.load(Ordering::SeqCst);
+                if d.load(Ordering::SeqCst) || to == 0 {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                if let (Ok(c1), Ok(s1)) = (client.try_clone(), server.try_clone()) {
+                    if let Ok(mut all) = c.lock() {
+                        all.push(c1);
+                        all.push(s1);
+                    }
+                    if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
+                        pipe(c2, server);
+                        pipe(s2, client);
+                    }
+                }
+            }
+        });
+        Self {
+            port,
+            down,
+            conns,
+            target,
+        }
+    }
+
+    /// Where connections go.
+    pub fn forward_to(&self, port: u16) {
+        self.target.store(port, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Cuts the network (true) or restores it (false).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            if let Ok(mut all) = self.conns.lock() {
+                for s in all.drain(..) {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
     }
 }
