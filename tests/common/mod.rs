@@ -506,11 +506,9 @@ impl Proxy {
     /// Cuts the network (true) or restores it (false).
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
-        if down {
-            if let Ok(mut all) = self.conns.lock() {
-                for s in all.drain(..) {
-                    let _ = s.shutdown(std::net::Shutdown::Both);
-                }
+        if down && let Ok(mut all) = self.conns.lock() {
+            for s in all.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
             }
         }
     }
