@@ -543,14 +543,10 @@ impl Worker {
     /// Takes what the consumers have (up to a batch each), handles rebalances. Returns whether
     /// anything happened.
     fn poll_consumers(&mut self) -> Result<bool, WorkerError> {
-        let mut progressed = false;
-        for _ in 0..POLL_BATCH {
-            let Some(r) = self.group.poll(Duration::ZERO) else {
-                break;
-            };
-            progressed = true;
-            let rec = consumed(r, Side::Event);
-            self.accept(rec)?;
+        let events = take_batch(&self.group, Side::Event);
+        let mut progressed = !events.is_empty();
+        for c in events {
+            self.accept(c)?;
         }
         let pending: Vec<Rebalance> = match self.group.context().pending.lock() {
             Ok(mut p) => p.drain(..).collect(),
@@ -563,13 +559,10 @@ impl Worker {
                 Rebalance::Assign(tpl) => self.assign(&tpl)?,
             }
         }
-        for _ in 0..POLL_BATCH {
-            let Some(r) = self.labels.poll(Duration::ZERO) else {
-                break;
-            };
-            progressed = true;
-            let rec = consumed(r, Side::Label);
-            self.accept(rec)?;
+        let labels = take_batch(&self.labels, Side::Label);
+        progressed |= !labels.is_empty();
+        for c in labels {
+            self.accept(c)?;
         }
         Ok(progressed)
     }
@@ -955,6 +948,19 @@ enum Consumed {
     Record(Record),
     End(Side, i32),
     Error(Side, KafkaError),
+}
+
+/// What `consumer` has ready, up to [`POLL_BATCH`], without waiting. The group consumer's poll
+/// also serves its rebalance callback.
+fn take_batch<C: ConsumerContext>(consumer: &BaseConsumer<C>, side: Side) -> Vec<Consumed> {
+    let mut out = Vec::new();
+    while out.len() < POLL_BATCH {
+        match consumer.poll(Duration::ZERO) {
+            Some(r) => out.push(consumed(r, side)),
+            None => break,
+        }
+    }
+    out
 }
 
 fn consumed(r: Result<BorrowedMessage<'_>, KafkaError>, side: Side) -> Consumed {

@@ -36,6 +36,30 @@ fn topics(broker: &Broker, partitions: u32, predictions: &[&str]) {
     }
 }
 
+/// A broker with the topics, and a generated stream written to files (not yet produced).
+struct Setup {
+    dir: tempfile::TempDir,
+    broker: Broker,
+    stream: common::Stream,
+    events: Vec<Vec<u8>>,
+    labels: Vec<Vec<u8>>,
+}
+
+fn setup(broker: Broker, partitions: u32, predictions: &[&str], count: u64, seed: u64) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    topics(&broker, partitions, predictions);
+    let stream = common::write_stream(dir.path(), sim(count, seed));
+    let events = common::lines_of(&stream.events);
+    let labels = common::lines_of(&stream.labels);
+    Setup {
+        dir,
+        broker,
+        stream,
+        events,
+        labels,
+    }
+}
+
 /// Replay over the files: the reference report and the ids it predicted.
 fn reference(
     config: &Path,
@@ -218,12 +242,13 @@ fn every_event_is_predicted_and_every_label_applied_once() {
 /// twice, no label applied twice.
 #[test]
 fn restart_resumes_without_rescoring_or_reapplying() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start();
-    topics(&broker, 3, &["predictions"]);
-    let stream = common::write_stream(dir.path(), sim(10_000, 11));
-    let events = common::lines_of(&stream.events);
-    let labels = common::lines_of(&stream.labels);
+    let Setup {
+        dir,
+        broker,
+        stream,
+        events,
+        labels,
+    } = setup(Broker::start(), 3, &["predictions"], 10_000, 11);
     // Phase 1: the first half of the events and the labels up to the last of their times.
     let half = events.len() / 2;
     let ts_of = |l: &[u8]| {
@@ -290,12 +315,13 @@ fn restart_resumes_without_rescoring_or_reapplying() {
 /// model, bit for bit, as an uninterrupted run over the same logs; every event is predicted.
 #[test]
 fn crash_at_random_points_ends_in_the_uninterrupted_model() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start();
-    topics(&broker, 3, &["pred-ref", "pred-crash"]);
-    let stream = common::write_stream(dir.path(), sim(30_000, 5));
-    let events = common::lines_of(&stream.events);
-    let labels = common::lines_of(&stream.labels);
+    let Setup {
+        dir,
+        broker,
+        stream,
+        events,
+        labels,
+    } = setup(Broker::start(), 3, &["pred-ref", "pred-crash"], 30_000, 5);
     common::produce_lines(&broker.bootstrap, "events", &events);
     common::produce_lines(&broker.bootstrap, "labels", &labels);
 
@@ -379,12 +405,13 @@ fn assigned_sets(log: &str) -> Vec<String> {
 /// partitions over from their committed offsets.
 #[test]
 fn two_workers_split_partitions_and_take_over() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start();
-    topics(&broker, 4, &["predictions"]);
-    let stream = common::write_stream(dir.path(), sim(8_000, 3));
-    let events = common::lines_of(&stream.events);
-    let labels = common::lines_of(&stream.labels);
+    let Setup {
+        dir,
+        broker,
+        stream,
+        events,
+        labels,
+    } = setup(Broker::start(), 4, &["predictions"], 8_000, 3);
     let half = events.len() / 2;
 
     // Both workers in group "pair", each with its own state directory.
@@ -481,12 +508,13 @@ fn co_partition_mismatch_is_refused() {
 /// rolls back with it); the run then ends in the same state as before the corruption.
 #[test]
 fn corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::start();
-    topics(&broker, 2, &["predictions"]);
-    let stream = common::write_stream(dir.path(), sim(6_000, 9));
-    let events = common::lines_of(&stream.events);
-    let labels = common::lines_of(&stream.labels);
+    let Setup {
+        dir,
+        broker,
+        events,
+        labels,
+        ..
+    } = setup(Broker::start(), 2, &["predictions"], 6_000, 9);
     common::produce_lines(&broker.bootstrap, "events", &events);
     common::produce_lines(&broker.bootstrap, "labels", &labels);
     let config = common::worker_config(
@@ -539,14 +567,16 @@ fn corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
 /// applying a label twice.
 #[test]
 fn broker_outage_is_ridden_out_without_loss() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let proxy = common::Proxy::start();
     let broker = Broker::start_advertising(proxy.port);
     proxy.forward_to(broker.listen_port());
-    topics(&broker, 2, &["predictions"]);
-    let stream = common::write_stream(dir.path(), sim(6_000, 13));
-    let events = common::lines_of(&stream.events);
-    let labels = common::lines_of(&stream.labels);
+    let Setup {
+        dir,
+        broker,
+        stream,
+        events,
+        labels,
+    } = setup(broker, 2, &["predictions"], 6_000, 13);
     let half = events.len() / 2;
     common::produce_lines(&broker.bootstrap, "events", &events[..half]);
     let config =
