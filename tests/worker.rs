@@ -287,6 +287,23 @@ fn restart_resumes_without_rescoring_or_reapplying() {
     common::produce_lines(&broker.bootstrap, "labels", &labels[n_labels_1..]);
     let w = WorkerProc::start(&config, &log);
     let last = wait_consumed(&config, events.len(), labels.len(), &w);
+    // A rollback is applied by a stopped worker: refused while this one holds the directory.
+    let out = common::run(
+        &[
+            "rollback",
+            "--to",
+            "1",
+            "--config",
+            &config.to_string_lossy(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by another process"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = w.log_text();
     assert!(w.terminate(Duration::from_secs(30)).success());
     assert!(text.contains("Resuming from checkpoint"), "{text}");
