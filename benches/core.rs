@@ -2,6 +2,9 @@
 //! - `score_update`: score + FTRL/AdaGrad/SGD update of a 30-slot vector (20 numeric + 10 hashed
 //!   categorical features) in a 2^20-bucket model;
 //! - `decode_encode_score`: JSON bytes → decoded event → feature vector → score;
+//! - `drift`: drift bookkeeping per event with 30 declared features (20 numeric, 10 categorical):
+//!   extract + observe, window evaluations (PSI, KS with p-value over 31 columns) amortized in;
+//!   and one window evaluation alone;
 //! - `snapshot`: serialize the learner state.
 //!
 //! Run: `cargo bench --bench core`.
@@ -135,9 +138,65 @@ fn decode_encode_score(c: &mut Criterion) {
     }
 }
 
+fn drift(c: &mut Criterion) {
+    use streamlr::config::{CategoricalFeature, DriftConfig, FeaturesConfig, NumericFeature};
+    use streamlr::drift::Drift;
+    let mut features = FeaturesConfig::default();
+    for f in 0..20 {
+        features
+            .numeric
+            .insert(format!("num_{f}"), NumericFeature::default());
+    }
+    for f in 0..10 {
+        features
+            .categorical
+            .insert(format!("cat_{f}"), CategoricalFeature::default());
+    }
+    let decoder = Decoder::new(InputConfig::default(), LimitsConfig::default());
+    let mut rng = Rng::new(4);
+    let lines = wide_lines(20_000, &mut rng);
+    let cfg = DriftConfig::default();
+    let mut d = Drift::new(&cfg, &features);
+    let rows: Vec<Vec<f64>> = lines
+        .iter()
+        .filter_map(|l| decoder.decode_event(l.as_bytes()).ok())
+        .map(|ev| {
+            let mut v = Vec::new();
+            d.extract(&ev, &mut v);
+            v
+        })
+        .collect();
+    // Past the reference, so every call is the steady state (windows evaluated every 5000).
+    for (i, r) in rows.iter().take(10_000).enumerate() {
+        d.observe(r, (i % 100) as f64 / 100.0);
+    }
+    let mut i = 0;
+    c.bench_function("drift/observe_amortized_30_features", |b| {
+        b.iter(|| {
+            let r = &rows[i % rows.len()];
+            i += 1;
+            black_box(d.observe(r, (i % 100) as f64 / 100.0));
+        })
+    });
+    let evs: Vec<_> = lines
+        .iter()
+        .take(4096)
+        .filter_map(|l| decoder.decode_event(l.as_bytes()).ok())
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    c.bench_function("drift/extract_30_features", |b| {
+        b.iter(|| {
+            d.extract(&evs[i % evs.len()], &mut out);
+            i += 1;
+            black_box(&out);
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3)).warm_up_time(std::time::Duration::from_secs(1));
-    targets = score_update, decode_encode_score
+    targets = score_update, decode_encode_score, drift
 }
 criterion_main!(benches);

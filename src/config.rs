@@ -35,6 +35,8 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// Kafka: brokers, group, topics, merge and client properties (the worker only).
     pub kafka: KafkaConfig,
+    /// Drift monitoring: PSI and KS per feature and on the score against a reference window.
+    pub drift: DriftConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -85,6 +87,8 @@ pub struct KafkaConfig {
     pub predictions_topic: String,
     /// Output topic of records that cannot be used, with the reason.
     pub dead_letter_topic: String,
+    /// Output topic of drift window reports with a column at warn or alert; empty = none.
+    pub drift_topic: String,
     /// Longest the merge waits for a partition with nothing buffered before it goes on without
     /// it (Kafka Streams' `max.task.idle.ms`); partitions known to be at their end never wait.
     pub merge_idle: HumanDuration,
@@ -106,12 +110,72 @@ impl Default for KafkaConfig {
             labels_topic: "labels".into(),
             predictions_topic: "predictions".into(),
             dead_letter_topic: "dead-letter".into(),
+            drift_topic: String::new(),
             merge_idle: HumanDuration::from_millis(100),
             buffer_records: 10_000,
             request_timeout: HumanDuration::from_secs(30),
             client: BTreeMap::new(),
         }
     }
+}
+
+/// Drift monitoring (see `src/drift.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Monitor drift at all.
+    pub enabled: bool,
+    /// Events in the reference window (the first after start or a re-baseline).
+    pub reference_events: usize,
+    /// Events in the current window.
+    pub window_events: usize,
+    /// Evaluate every this many events; 0 = every `window_events` (tumbling windows).
+    pub evaluate_every: usize,
+    /// Quantile bins of numeric columns (+ one for missing).
+    pub bins: usize,
+    /// Categories kept by name per categorical column (+ other, unseen, missing).
+    pub top_k: usize,
+    /// Floor of bin proportions in the PSI (keeps empty bins finite).
+    pub epsilon: f64,
+    /// PSI at or above which a column is at `warn`.
+    pub psi_warn: f64,
+    /// PSI at or above which a column is at `alert`.
+    pub psi_alert: f64,
+    /// KS p-value below which a numeric column is at `alert`.
+    pub ks_p_alert: f64,
+    /// On alert: `none`, `freeze` (keep scoring, stop learning until a window without alert), or
+    /// `rebaseline` (take a new reference from the next events).
+    pub action: DriftAction,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reference_events: 10_000,
+            window_events: 5_000,
+            evaluate_every: 0,
+            bins: 10,
+            top_k: 10,
+            epsilon: 1e-4,
+            psi_warn: 0.1,
+            psi_alert: 0.25,
+            ks_p_alert: 0.01,
+            action: DriftAction::None,
+        }
+    }
+}
+
+/// What a drift alert does.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftAction {
+    /// Report only.
+    None,
+    /// Stop model updates (scoring goes on) until a window without alert.
+    Freeze,
+    /// Take a new reference from the next events.
+    Rebaseline,
 }
 
 /// librdkafka properties the worker sets itself: its delivery guarantees depend on them.
@@ -873,6 +937,49 @@ impl Config {
         }
         if self.checkpoint.dir.trim().is_empty() {
             bad("checkpoint.dir", "\"\"".into(), "must not be empty");
+        }
+        let d = &self.drift;
+        for (key, v) in [
+            ("drift.reference_events", d.reference_events),
+            ("drift.window_events", d.window_events),
+        ] {
+            if v < 100 {
+                bad(key, v.to_string(), "must be >= 100");
+            }
+        }
+        if d.evaluate_every > d.window_events {
+            bad(
+                "drift.evaluate_every",
+                d.evaluate_every.to_string(),
+                "must be <= drift.window_events (0 = tumbling)",
+            );
+        }
+        if !(2..=100).contains(&d.bins) {
+            bad("drift.bins", d.bins.to_string(), "must be in 2..=100");
+        }
+        if d.top_k == 0 {
+            bad("drift.top_k", "0".into(), "must be >= 1");
+        }
+        if !(d.epsilon > 0.0 && d.epsilon < 0.01) {
+            bad(
+                "drift.epsilon",
+                d.epsilon.to_string(),
+                "must be in (0, 0.01)",
+            );
+        }
+        if !(d.psi_warn > 0.0 && d.psi_warn <= d.psi_alert && d.psi_alert.is_finite()) {
+            bad(
+                "drift.psi_warn",
+                format!("{} (psi_alert {})", d.psi_warn, d.psi_alert),
+                "need 0 < psi_warn <= psi_alert",
+            );
+        }
+        if !(d.ks_p_alert > 0.0 && d.ks_p_alert < 1.0) {
+            bad(
+                "drift.ks_p_alert",
+                d.ks_p_alert.to_string(),
+                "must be in (0, 1)",
+            );
         }
         if self.checkpoint.every_updates == 0 {
             bad("checkpoint.every_updates", "0".into(), "must be >= 1");

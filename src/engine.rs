@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, OnExpiry};
+use crate::drift::{Drift, DriftState, WindowReport};
 use crate::event::{Contribution, DecodeError, Decoder, Label, Prediction, RawEvent, Reason};
 use crate::features::{Encoded, Encoder, SparseVec};
 use crate::join::{
@@ -87,6 +88,8 @@ pub struct Counters {
     pub updates: u64,
     /// Model updates refused because they were non-finite.
     pub updates_refused: u64,
+    /// Labels joined while learning was frozen by a drift alert (not learned).
+    pub updates_frozen: u64,
 }
 
 impl Counters {
@@ -134,6 +137,7 @@ impl Counters {
             "labels_invalid_by_reason": by_reason(&self.labels_invalid),
             "updates": self.updates,
             "updates_refused": self.updates_refused,
+            "updates_frozen": self.updates_frozen,
         })
     }
 
@@ -159,12 +163,15 @@ pub struct EncodedEvent {
     pub ignored: u32,
     /// A name per slot, when the caller asked for them (to name contributions).
     pub names: Vec<String>,
+    /// The event's values per drift column (see [`Drift::extract`]).
+    pub drift: Vec<f64>,
 }
 
 /// Encodes a decoded event with `encoder` (whose scaling statistics it updates) into an owned
 /// [`EncodedEvent`]; `buf` is scratch space.
 pub fn encode_event(
     encoder: &mut Encoder,
+    drift: &Drift,
     ev: &RawEvent<'_>,
     fallback_ts: i64,
     buf: &mut Encoded,
@@ -179,12 +186,15 @@ pub fn encode_event(
     } else {
         Vec::new()
     };
+    let mut values = Vec::new();
+    drift.extract(ev, &mut values);
     Ok(EncodedEvent {
         id: ev.id.to_string(),
         ts: ev.ts.unwrap_or(fallback_ts),
         x: buf.x.clone(),
         ignored: buf.ignored,
         names,
+        drift: values,
     })
 }
 
@@ -223,6 +233,8 @@ pub struct LearnerState {
     pub quality: Progressive,
     /// Counters.
     pub counters: Counters,
+    /// Drift reference, window and freeze state.
+    pub drift: DriftState,
 }
 
 /// Makes the join backend of a partition the engine has not seen yet.
@@ -245,6 +257,9 @@ pub struct Engine<B> {
     top: Vec<(usize, f64)>,
     contributions: bool,
     swept: Swept,
+    drift: Drift,
+    drift_values: Vec<f64>,
+    drift_reports: Vec<WindowReport>,
 }
 
 impl<B: std::fmt::Debug> std::fmt::Debug for Engine<B> {
@@ -281,6 +296,9 @@ impl<B: JoinBackend> Engine<B> {
             top: Vec::new(),
             contributions: true,
             swept: Swept::default(),
+            drift: Drift::new(&cfg.drift, &cfg.features),
+            drift_values: Vec::new(),
+            drift_reports: Vec::new(),
             cfg,
         }
     }
@@ -336,18 +354,33 @@ impl<B: JoinBackend> Engine<B> {
         }
         let ts = ev.ts.unwrap_or(fallback_ts);
         let x = self.enc.x.clone();
-        Ok(self.apply(&ev.id, partition, ts, x, self.enc.ignored))
+        let mut values = std::mem::take(&mut self.drift_values);
+        self.drift.extract(ev, &mut values);
+        let scored = self.apply(&ev.id, partition, ts, x, self.enc.ignored, &values);
+        self.drift_values = values;
+        Ok(scored)
     }
 
     /// Scores an event that was encoded elsewhere (by [`encode_event`] on another thread, with
     /// an encoder that has seen the same events in the same order).
     pub fn apply_encoded(&mut self, e: EncodedEvent, partition: i32) -> Scored {
-        self.apply(&e.id, partition, e.ts, e.x, e.ignored)
+        self.apply(&e.id, partition, e.ts, e.x, e.ignored, &e.drift)
     }
 
-    fn apply(&mut self, id: &str, partition: i32, ts: i64, x: SparseVec, ignored: u32) -> Scored {
+    fn apply(
+        &mut self,
+        id: &str,
+        partition: i32,
+        ts: i64,
+        x: SparseVec,
+        ignored: u32,
+        drift_values: &[f64],
+    ) -> Scored {
         self.counters.features_ignored += u64::from(ignored);
         let score = self.model.score(&x);
+        if let Some(report) = self.drift.observe(drift_values, score) {
+            self.drift_reports.push(report);
+        }
         // Contributions under the weights that scored the event, before anything is learned.
         let k = if self.contributions {
             self.cfg.model.top_contributions
@@ -530,6 +563,12 @@ impl<B: JoinBackend> Engine<B> {
     fn learn(&mut self, j: Joined, count: LabelCount) {
         self.counters.labels[count as usize] += 1;
         self.quality.add(j.entry.score, j.label);
+        self.drift.on_label(j.label);
+        if self.drift.frozen() {
+            // Frozen by a drift alert: measured, not learned.
+            self.counters.updates_frozen += 1;
+            return;
+        }
         match self.optim.step(
             &self.cfg.model,
             &mut self.model,
@@ -605,6 +644,7 @@ impl<B: JoinBackend> Engine<B> {
             scaler: self.encoder.scaler_state(),
             quality: self.quality.clone(),
             counters: self.counters.clone(),
+            drift: self.drift.state().clone(),
         }
     }
 
@@ -616,6 +656,22 @@ impl<B: JoinBackend> Engine<B> {
         self.encoder.restore_scaler(&s.scaler);
         self.quality = s.quality;
         self.counters = s.counters;
+        self.drift.restore(s.drift);
+    }
+
+    /// The drift monitor.
+    pub fn drift(&self) -> &Drift {
+        &self.drift
+    }
+
+    /// Drift window reports produced since the last call.
+    pub fn take_drift_reports(&mut self) -> Vec<WindowReport> {
+        std::mem::take(&mut self.drift_reports)
+    }
+
+    /// Starts a new drift reference from the next events (and unfreezes learning).
+    pub fn rebaseline_drift(&mut self) {
+        self.drift.rebaseline();
     }
 
     /// The feature encoder.

@@ -10,6 +10,8 @@
 //! - [`features`] — the declared schema: numeric scaling/clipping, hashing, crosses, missing values.
 //! - [`model`]    — logistic regression: stable sigmoid and log loss, scoring, contributions.
 //! - [`optim`]    — SGD, AdaGrad and FTRL-Proximal updates with L1/L2, class weights, clipping.
+//! - [`drift`]    — PSI and KS per feature and on the score against a reference window.
+//! - [`ks`]       — the two-sample KS statistic and its p-value as scipy computes it.
 //! - [`metrics`]  — progressive (prequential) quality: log loss, AUC, calibration, Brier, rates.
 //! - [`merge`]    — the timestamp merge of the two input topics, pure and deterministic.
 //! - [`kafka`]    — Kafka clients at the edge: configuration passthrough, backpressured sends.
@@ -27,6 +29,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod drift;
 pub mod duration;
 pub mod engine;
 pub mod event;
@@ -35,6 +38,7 @@ mod frame;
 pub mod hash;
 pub mod join;
 pub mod kafka;
+pub mod ks;
 pub mod merge;
 pub mod metrics;
 pub mod model;

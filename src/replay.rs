@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::config::Config;
 use std::sync::mpsc::SyncSender;
 
+use crate::drift::Drift;
 use crate::engine::{EncodedEvent, Engine, LabelCount, encode_event};
 use crate::event::{DecodeError, Decoder, Label, Reason};
 use crate::features::{Encoded, Encoder};
@@ -62,6 +63,37 @@ pub struct Report {
     pub throughput: Throughput,
     /// Model summary.
     pub model: ModelReport,
+    /// Drift: every evaluated window with the columns at warn or alert.
+    pub drift: DriftSummary,
+}
+
+/// Drift over the replay.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DriftSummary {
+    /// Windows evaluated.
+    pub windows: u64,
+    /// Windows with at least one column at alert.
+    pub alert_windows: u64,
+    /// Per window (in order): its number, mean score, observed positive rate, action, and the
+    /// columns at warn or alert.
+    pub flagged: Vec<crate::drift::WindowReport>,
+    /// The last window, every column.
+    pub last: Option<crate::drift::WindowReport>,
+}
+
+impl DriftSummary {
+    fn add(&mut self, r: crate::drift::WindowReport) {
+        self.windows += 1;
+        if r.flagged().any(|c| c.level == crate::drift::Level::Alert) {
+            self.alert_windows += 1;
+        }
+        if r.flagged().next().is_some() {
+            let mut f = r.clone();
+            f.columns.retain(|c| c.level > crate::drift::Level::Ok);
+            self.flagged.push(f);
+        }
+        self.last = Some(r);
+    }
 }
 
 /// Event outcomes.
@@ -279,14 +311,24 @@ fn run_inner<B: JoinBackend>(
     let progress = args.progress && std::io::stderr().is_terminal();
     let decoder = engine.decoder().clone();
     let encoder = engine.encoder().clone();
+    let drift_monitor = engine.drift().clone();
     let mut snapshot: Option<Quality> = None;
     let mut last_progress = Instant::now();
     let mut written: Result<(), ReplayError> = Ok(());
+    let mut drift = DriftSummary::default();
     let done = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Rec>>(16);
         let reader = scope.spawn(move || {
             let encoder = encode_on_reader.then_some(encoder);
-            read_merged(args, events_size, decoder, encoder, with_names, tx)
+            read_merged(
+                args,
+                events_size,
+                decoder,
+                encoder,
+                drift_monitor,
+                with_names,
+                tx,
+            )
         });
         let mut n = 0u64;
         for batch in rx {
@@ -320,6 +362,9 @@ fn run_inner<B: JoinBackend>(
                     Rec::BadLabel(e) => engine.reject_label(&e),
                     Rec::Cut => snapshot = Some(engine.quality().total.clone()),
                 }
+                for r in engine.take_drift_reports() {
+                    drift.add(r);
+                }
                 if let (Err(e), Ok(())) = (after_record(engine), &written) {
                     written = Err(e);
                 }
@@ -352,7 +397,9 @@ fn run_inner<B: JoinBackend>(
     }
     let seconds = started.elapsed().as_secs_f64();
     let snapshot = snapshot.unwrap_or_else(|| engine.quality().total.clone());
-    Ok(report(engine, &snapshot, seconds, done.events, done.labels))
+    let mut r = report(engine, &snapshot, seconds, done.events, done.labels);
+    r.drift = drift;
+    Ok(r)
 }
 
 fn write_line(
@@ -373,6 +420,7 @@ fn read_merged(
     events_size: u64,
     decoder: Decoder,
     mut encoder: Option<Encoder>,
+    drift: Drift,
     with_names: bool,
     tx: SyncSender<Vec<Rec>>,
 ) -> Result<ReaderDone, ReplayError> {
@@ -429,10 +477,12 @@ fn read_merged(
         }
         batch.push(match (&mut encoder, decoded) {
             (None, _) => Rec::Raw(events.buf.clone(), ts),
-            (Some(encoder), Ok(ev)) => match encode_event(encoder, &ev, ts, &mut buf, with_names) {
-                Ok(e) => Rec::Event(e),
-                Err(e) => Rec::BadEvent(e),
-            },
+            (Some(encoder), Ok(ev)) => {
+                match encode_event(encoder, &drift, &ev, ts, &mut buf, with_names) {
+                    Ok(e) => Rec::Event(e),
+                    Err(e) => Rec::BadEvent(e),
+                }
+            }
             (Some(_), Err(e)) => Rec::BadEvent(e),
         });
         if !send(&mut batch, false) {
@@ -503,5 +553,6 @@ fn report<B: JoinBackend>(
             weight_norm: e.model().weight_norm(),
             bias: e.model().bias(),
         },
+        drift: DriftSummary::default(),
     }
 }

@@ -20,7 +20,7 @@ use crate::optim::Optimizer;
 
 const MAGIC: &[u8; 8] = b"STRMLRSN";
 /// Current snapshot format version.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,6 +104,7 @@ struct Payload {
     scaler: ScalerState,
     quality: Progressive,
     counters: Counters,
+    drift: crate::drift::DriftState,
 }
 
 /// Serializes the learner state.
@@ -119,6 +120,7 @@ pub fn encode(schema: &SchemaId, s: &LearnerState) -> Vec<u8> {
         scaler: s.scaler.clone(),
         quality: s.quality.clone(),
         counters: s.counters.clone(),
+        drift: s.drift.clone(),
     };
     let body = postcard::to_stdvec(&payload).unwrap_or_default();
     frame::seal(MAGIC, FORMAT_VERSION, &body)
@@ -169,6 +171,7 @@ pub fn decode(
         scaler: p.scaler,
         quality: p.quality,
         counters: p.counters,
+        drift: p.drift,
     };
     Ok((p.schema, state))
 }
@@ -252,11 +255,11 @@ mod tests {
             decode(&bytes, Some(&other)),
             Err(SnapshotError::Schema { .. })
         ));
-        let mut v2 = bytes.clone();
-        v2[8] = 2;
+        let mut other_format = bytes.clone();
+        other_format[8] = (FORMAT_VERSION + 1) as u8;
         assert_eq!(
-            decode(&v2, None).map(|_| ()),
-            Err(SnapshotError::Version(2))
+            decode(&other_format, None).map(|_| ()),
+            Err(SnapshotError::Version(FORMAT_VERSION + 1))
         );
     }
 }

@@ -651,6 +651,31 @@ impl Worker {
         }
         self.known.insert((r.side, r.partition), r.offset + 1);
         self.dirty = true;
+        for report in self.engine.take_drift_reports() {
+            self.drift_report(&report)?;
+        }
+        Ok(())
+    }
+
+    /// Logs a drift window's flagged columns and the action taken, and produces the report to
+    /// `kafka.drift_topic` when one is set.
+    fn drift_report(&mut self, r: &crate::drift::WindowReport) -> Result<(), WorkerError> {
+        for c in r.flagged() {
+            let (psi, ks, ks_p) = (c.psi, c.ks.unwrap_or(f64::NAN), c.ks_p.unwrap_or(f64::NAN));
+            if c.level == crate::drift::Level::Alert {
+                warn!(window = r.window, column = %c.column, psi, ks, ks_p, level = "alert", "Drift detected");
+            } else {
+                info!(window = r.window, column = %c.column, psi, ks, ks_p, level = "warn", "Drift detected");
+            }
+        }
+        if r.action != "none" {
+            warn!(window = r.window, action = r.action, "Drift action");
+        }
+        let topic = self.cfg.kafka.drift_topic.clone();
+        if !topic.is_empty() && r.flagged().next().is_some() {
+            let bytes = serde_json::to_vec(r).unwrap_or_default();
+            self.send(&topic, r.window.to_string().as_bytes(), &bytes)?;
+        }
         Ok(())
     }
 
