@@ -55,8 +55,13 @@ pub fn ks_statistic(a_sorted: &[f64], b_sorted: &[f64]) -> f64 {
             (Some(&x), None) | (None, Some(&x)) => x,
             (None, None) => break,
         };
-        i += a_sorted[i..].partition_point(|&x| x <= v);
-        j += b_sorted[j..].partition_point(|&y| y <= v);
+        // Linear advance: the merge walks each sample once (O(n1 + n2) in all).
+        while i < na && a_sorted[i] <= v {
+            i += 1;
+        }
+        while j < nb && b_sorted[j] <= v {
+            j += 1;
+        }
         let diff = i as f64 / n1 - j as f64 / n2;
         max_s = max_s.max(diff);
         min_s = min_s.min(diff);
