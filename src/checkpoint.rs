@@ -246,23 +246,41 @@ impl Checkpoints {
     /// rewound: the rolled-back model continues from where the stream is).
     pub fn rollback(&self, version: u64, now_ms: i64) -> Result<CheckpointMeta, CheckpointError> {
         let target = self.load(version)?;
-        let head_version = self.versions()?.last().copied().unwrap_or(version);
+        let head = self.versions()?.last().copied().unwrap_or(version);
+        self.new_head(
+            &target.learner,
+            version,
+            &target.meta.schema_digest,
+            format!("rollback to version {version} (head was {head})"),
+            now_ms,
+        )
+    }
+
+    /// Writes `learner` as the new head: the next version after every file present, with
+    /// `parent`, `lineage`, and the newest valid checkpoint's offsets and store cut (the join
+    /// store and the stream position stay where they are).
+    pub fn new_head(
+        &self,
+        learner: &[u8],
+        parent: u64,
+        schema_digest: &str,
+        lineage: String,
+        now_ms: i64,
+    ) -> Result<CheckpointMeta, CheckpointError> {
+        let head_version = self.versions()?.last().copied().unwrap_or(parent);
         let (head, _) = self.latest_valid(head_version)?;
         let head = head.ok_or(CheckpointError::Missing(head_version))?;
         let meta = CheckpointMeta {
             version: head_version + 1,
-            parent: Some(version),
+            parent: Some(parent),
             created_at_ms: now_ms,
-            schema_digest: target.meta.schema_digest.clone(),
+            schema_digest: schema_digest.to_string(),
             offsets: head.meta.offsets.clone(),
             label_ranges: Vec::new(),
             store_cut: head.meta.store_cut,
-            lineage: Some(format!(
-                "rollback to version {version} (head was {})",
-                head.meta.version
-            )),
+            lineage: Some(lineage),
         };
-        self.write(&meta, &target.learner)?;
+        self.write(&meta, learner)?;
         Ok(meta)
     }
 }

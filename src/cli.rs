@@ -49,6 +49,9 @@ pub enum Command {
         #[arg(long)]
         to: u64,
     },
+    /// Start a new drift reference from the next events (and lift a drift freeze): a new head
+    /// checkpoint with the drift state reset. Run it while no worker uses the state directory.
+    Rebaseline(ConfigArg),
 }
 
 /// `streamlr checkpoint ...`.
@@ -216,6 +219,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Simulate(a) => simulate(a),
         Command::Checkpoint { action } => checkpoint(action, env),
+        Command::Rebaseline(a) => {
+            let cfg = Config::load(a.config.as_deref(), env)?;
+            init_logging(&cfg.log);
+            let (state, restored) = crate::state::StateDir::open(&cfg)?;
+            let (Some(meta), Some(mut learner)) = (restored.meta, restored.learner) else {
+                anyhow::bail!(
+                    "no valid checkpoint in {}: nothing to re-baseline",
+                    cfg.checkpoint.dir
+                );
+            };
+            let mut fresh = crate::drift::Drift::new(&cfg.drift, &cfg.features);
+            fresh.rebaseline();
+            learner.drift = fresh.state().clone();
+            let schema = crate::state::schema_of(&cfg);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let head = state.checkpoints().new_head(
+                &crate::snapshot::encode(&schema, &learner),
+                meta.version,
+                &schema.digest,
+                format!("drift re-baseline of version {}", meta.version),
+                now,
+            )?;
+            println!("{}", serde_json::to_string_pretty(&head)?);
+            Ok(())
+        }
         Command::Rollback { config, to } => {
             let cfg = Config::load(config.config.as_deref(), env)?;
             init_logging(&cfg.log);
@@ -329,6 +359,11 @@ fn checkpoint(action: CheckpointAction, env: std::env::Vars) -> anyhow::Result<(
                 },
                 "quality": learner.quality.total.summary(),
                 "counters": learner.counters.named(),
+                "drift": {
+                    "reference_set": learner.drift.reference.is_some(),
+                    "windows": learner.drift.windows,
+                    "frozen": learner.drift.frozen,
+                },
                 // Identifies the learner state bit for bit (weights, optimizer, scaler,
                 // metrics, counters): equal digests mean identical models.
                 "learner_crc32": format!("{:08x}", crc32fast::hash(&c.learner)),

@@ -342,6 +342,8 @@ fn checkpoint_commands_list_verify_show_and_roll_back() {
     let env = [
         ("STREAMLR__CHECKPOINT__DIR", state.to_str().expect("utf8")),
         ("STREAMLR__CHECKPOINT__KEEP", "10"),
+        ("STREAMLR__DRIFT__REFERENCE_EVENTS", "1000"),
+        ("STREAMLR__DRIFT__WINDOW_EVENTS", "1000"),
     ];
     let run = |args: &[&str]| common::run(args, &env);
     let out = run(&[
@@ -360,6 +362,21 @@ fn checkpoint_commands_list_verify_show_and_roll_back() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // Drift: reference of 1000 events, then tumbling windows of 1000 over the other 5000.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).expect("report"))
+            .expect("json");
+    assert_eq!(
+        report["drift"]["windows"].as_u64(),
+        Some(5),
+        "{}",
+        report["drift"]
+    );
+    assert!(
+        report["drift"]["last"]["columns"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
     );
     let out = run(&["checkpoint", "verify"]);
     assert!(
@@ -406,4 +423,26 @@ fn checkpoint_commands_list_verify_show_and_roll_back() {
         serde_json::from_slice(&run(&["checkpoint", "show"]).stdout).expect("json");
     assert_eq!(new["meta"]["version"].as_u64(), Some(newest + 1));
     assert_eq!(new["model"], one["model"]);
+
+    // Re-baseline drift: a new head with the same model and the drift reference reset.
+    assert_eq!(new["drift"]["reference_set"], true, "{new}");
+    assert!(new["drift"]["windows"].as_u64().expect("windows") >= 1);
+    let out = run(&["rebaseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rebased: serde_json::Value =
+        serde_json::from_slice(&run(&["checkpoint", "show"]).stdout).expect("json");
+    assert_eq!(rebased["meta"]["version"].as_u64(), Some(newest + 2));
+    assert_eq!(rebased["meta"]["parent"].as_u64(), Some(newest + 1));
+    assert!(
+        rebased["meta"]["lineage"]
+            .as_str()
+            .is_some_and(|l| l.contains("drift re-baseline"))
+    );
+    assert_eq!(rebased["model"], new["model"]);
+    assert_eq!(rebased["drift"]["reference_set"], false);
+    assert_eq!(rebased["drift"]["windows"].as_u64(), Some(0));
 }
