@@ -44,6 +44,7 @@ rm -rf "$out/state"
   --label-delay-min 5s --label-delay-max 2m --malformed-rate 0.001 2>"$out/simulate.log" &
 sim_pid=$!
 echo "simulate producing 2000 events/s (log: $out/simulate.log); starting the worker - Ctrl-C to stop"
+echo "live metrics: curl -s http://127.0.0.1:9898/metrics | grep ^streamlr_   (readiness: /readyz)"
 "$bin" run --config "$out/streamlr.toml" &
 worker_pid=$!
 # Ctrl-C / SIGTERM go to the worker, which drains and writes its final checkpoint; only then are

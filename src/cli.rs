@@ -202,6 +202,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
+            let telemetry = crate::telemetry::Telemetry::new();
+            if !cfg.http.listen.is_empty() {
+                let listener = std::net::TcpListener::bind(&cfg.http.listen).map_err(|e| {
+                    anyhow::anyhow!("http.listen = {:?}: cannot listen: {e}", cfg.http.listen)
+                })?;
+                listener.set_nonblocking(true)?;
+                let addr = listener.local_addr()?;
+                let t = telemetry.clone();
+                rt.spawn(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => crate::telemetry::serve(l, t).await,
+                        Err(e) => tracing::error!(error = %e, "HTTP server failed"),
+                    }
+                });
+                tracing::info!(%addr, "HTTP listening (/metrics, /healthz, /readyz)");
+            }
             let on_signal = stop.clone();
             rt.spawn(async move {
                 match shutdown_signal().await {
@@ -210,7 +226,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 on_signal.request();
             });
-            let result = crate::worker::run(cfg, stop);
+            let result = crate::worker::run(cfg, stop, telemetry);
             rt.shutdown_background();
             result.map_err(|e| {
                 tracing::error!(error = %e, "Worker stopped");

@@ -37,6 +37,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Drift monitoring: PSI and KS per feature and on the score against a reference window.
     pub drift: DriftConfig,
+    /// The worker's HTTP endpoints (metrics, health).
+    pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -115,6 +117,22 @@ impl Default for KafkaConfig {
             buffer_records: 10_000,
             request_timeout: HumanDuration::from_secs(30),
             client: BTreeMap::new(),
+        }
+    }
+}
+
+/// The worker's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on (`host:port`; port 0 picks a free one, logged); empty = no HTTP.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9898".into(),
         }
     }
 }

@@ -23,6 +23,7 @@
 //! - [`replay`]   — runs the engine over JSONL files exactly as the worker runs it live.
 //! - [`state`]    — the locked state directory: resume consistently, take cuts.
 //! - [`checkpoint`] — versioned, checksummed checkpoint files: write, list, verify, roll back.
+//! - [`telemetry`] — Prometheus metrics, health and readiness over HTTP.
 //! - [`worker`]   — `streamlr run`: the worker on Kafka (consume, merge, score, learn, cut).
 //! - [`cli`]      — command-line interface.
 
@@ -48,4 +49,5 @@ pub mod simulate;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod worker;

@@ -46,6 +46,7 @@ use crate::kafka::{self, TopicError};
 use crate::merge::{Merge, Next, Record, Side};
 use crate::state::{StateDir, StateError};
 use crate::store::DiskShard;
+use crate::telemetry::{Status, Telemetry};
 
 /// A stop request, shared between the signal handler (or a test) and the worker.
 #[derive(Debug, Clone, Default)]
@@ -137,9 +138,33 @@ enum Rebalance {
     Revoke(TopicPartitionList),
 }
 
+/// The last client error (connection refused, all brokers down...), for readiness.
+#[derive(Debug, Default)]
+struct BrokerHealth {
+    last_error: Mutex<Option<(Instant, String)>>,
+}
+
+impl BrokerHealth {
+    fn error(&self, e: String) {
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = Some((Instant::now(), e));
+        }
+    }
+
+    /// The error of the last 15 s, if any (librdkafka repeats them while the broker stays
+    /// unreachable, at most every `reconnect.backoff.max.ms` = 10 s).
+    fn recent(&self) -> Option<String> {
+        let l = self.last_error.lock().ok()?;
+        l.as_ref()
+            .filter(|(at, _)| at.elapsed() < Duration::from_secs(15))
+            .map(|(_, e)| e.clone())
+    }
+}
+
 /// The group consumer's context: queues rebalances for the loop.
 #[derive(Debug)]
 struct GroupContext {
+    health: Arc<BrokerHealth>,
     pending: Mutex<VecDeque<Rebalance>>,
     /// Set once the final cut is written: rebalances are then acknowledged directly, so the
     /// consumer can leave the group on drop.
@@ -149,13 +174,13 @@ struct GroupContext {
 
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        client_error(error, reason);
+        client_error(error, reason, &self.health);
     }
 }
 
 /// librdkafka's global errors: end-of-partition is news, not an error (the merge receives it
 /// through the poll); the rest are transient (librdkafka retries) and logged as warnings.
-fn client_error(error: KafkaError, reason: &str) {
+fn client_error(error: KafkaError, reason: &str, health: &BrokerHealth) {
     let eof = matches!(
         error.rdkafka_error_code(),
         Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
@@ -164,6 +189,7 @@ fn client_error(error: KafkaError, reason: &str) {
         debug!(%reason, "End of partition");
     } else {
         warn!(error = %error, %reason, "Kafka client error (retrying)");
+        health.error(format!("{error}: {reason}"));
     }
 }
 
@@ -197,10 +223,12 @@ impl ConsumerContext for GroupContext {
 
 /// The labels consumer's context (no group).
 #[derive(Debug)]
-struct PlainContext;
+struct PlainContext {
+    health: Arc<BrokerHealth>,
+}
 impl ClientContext for PlainContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        client_error(error, reason);
+        client_error(error, reason, &self.health);
     }
 }
 impl ConsumerContext for PlainContext {}
@@ -303,6 +331,13 @@ struct Worker {
     updates_at_cut: u64,
     reset_latest: bool,
     progress: Progress,
+    telemetry: Arc<Telemetry>,
+    health: Arc<BrokerHealth>,
+    predictions: u64,
+    dead_letters: Vec<u64>,
+    last_drift: Option<crate::drift::WindowReport>,
+    cut_at: Option<Instant>,
+    cut_seconds: f64,
 }
 
 #[derive(Debug)]
@@ -311,8 +346,9 @@ struct Progress {
     scored: u64,
 }
 
-/// Runs the worker until `stop` is requested (then drains and exits `Ok`) or a fatal error.
-pub fn run(cfg: Config, stop: Stop) -> Result<(), WorkerError> {
+/// Runs the worker until `stop` is requested (then drains and exits `Ok`) or a fatal error,
+/// publishing its status to `telemetry` about once a second.
+pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), WorkerError> {
     let (state, restored) = StateDir::open(&cfg)?;
     for e in &restored.refused {
         warn!(error = %e, "Checkpoint refused; using an older one");
@@ -354,6 +390,7 @@ pub fn run(cfg: Config, stop: Stop) -> Result<(), WorkerError> {
 
     let k = &cfg.kafka;
     let waker = Arc::new(Waker::default());
+    let health = Arc::new(BrokerHealth::default());
     let reset_latest = matches!(
         k.client.get("auto.offset.reset").map(String::as_str),
         Some("latest" | "largest" | "end")
@@ -377,6 +414,7 @@ pub fn run(cfg: Config, stop: Stop) -> Result<(), WorkerError> {
         ("partition.assignment.strategy", "range"),
     ])
     .create_with_context(GroupContext {
+        health: health.clone(),
         pending: Mutex::new(VecDeque::new()),
         closing: AtomicBool::new(false),
         waker: waker.clone(),
@@ -390,7 +428,9 @@ pub fn run(cfg: Config, stop: Stop) -> Result<(), WorkerError> {
         ("enable.auto.offset.store", "false"),
         ("enable.partition.eof", "true"),
     ])
-    .create_with_context(PlainContext)
+    .create_with_context(PlainContext {
+        health: health.clone(),
+    })
     .map_err(kerr("creating the labels consumer"))?;
     let w = waker.clone();
     group.set_nonempty_callback(move || w.wake());
@@ -441,7 +481,15 @@ pub fn run(cfg: Config, stop: Stop) -> Result<(), WorkerError> {
         dirty: false,
         last_cut: Instant::now(),
         reset_latest,
+        telemetry,
+        health,
+        predictions: 0,
+        dead_letters: vec![0; crate::event::Reason::ALL.len()],
+        last_drift: None,
+        cut_at: None,
+        cut_seconds: 0.0,
     };
+    worker.publish();
     let result = worker.run_loop(&stop);
     worker.group.context().closing.store(true, Ordering::SeqCst);
     result
@@ -508,6 +556,7 @@ impl Worker {
                 self.engine.tick(now_ms());
                 // The wall-clock rule expired something: the state changed.
                 self.dirty |= self.engine.counters().labels != before;
+                self.publish();
             }
             self.producer.poll(Duration::ZERO);
             let updates = self.engine.counters().updates;
@@ -632,12 +681,16 @@ impl Worker {
     /// Scores an event or learns from a label, and produces what it yields.
     fn process(&mut self, r: Record) -> Result<(), WorkerError> {
         let payload = r.payload.as_deref().unwrap_or(&[]);
+        let started = Instant::now();
         match r.side {
             Side::Event => match self.engine.on_event(payload, r.partition, r.ts, now_ms()) {
                 Ok(pred) => {
                     let bytes = serde_json::to_vec(&pred).unwrap_or_default();
                     let topic = self.cfg.kafka.predictions_topic.clone();
                     self.send(&topic, pred.id.as_bytes(), &bytes)?;
+                    self.predictions += 1;
+                    self.telemetry
+                        .record_score(started.elapsed(), pred.scored_at - pred.event_ts);
                 }
                 Err(e) => self.dead_letter(&r, &e)?,
             },
@@ -671,6 +724,7 @@ impl Worker {
         if r.action != "none" {
             warn!(window = r.window, action = r.action, "Drift action");
         }
+        self.last_drift = Some(r.clone());
         let topic = self.cfg.kafka.drift_topic.clone();
         if !topic.is_empty() && r.flagged().next().is_some() {
             let bytes = serde_json::to_vec(r).unwrap_or_default();
@@ -700,7 +754,14 @@ impl Worker {
         let bytes = serde_json::to_vec(&dl).unwrap_or_default();
         let topic = self.cfg.kafka.dead_letter_topic.clone();
         let key = r.key.clone().unwrap_or_default();
-        self.send(&topic, &key, &bytes)
+        self.send(&topic, &key, &bytes)?;
+        if let Some(i) = crate::event::Reason::ALL
+            .iter()
+            .position(|x| *x == e.reason)
+        {
+            self.dead_letters[i] += 1;
+        }
+        Ok(())
     }
 
     fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), WorkerError> {
@@ -715,6 +776,7 @@ impl Worker {
     /// Takes a cut: predictions acknowledged → checkpoint + store commit → offsets committed.
     /// `deadline` bounds the flush at shutdown.
     fn cut(&mut self, deadline: Option<Instant>) -> Result<(), WorkerError> {
+        let started = Instant::now();
         loop {
             match self.producer.flush(Duration::from_millis(200)) {
                 Ok(()) => break,
@@ -766,6 +828,8 @@ impl Worker {
         self.label_from.clear();
         self.dirty = false;
         self.last_cut = Instant::now();
+        self.cut_at = Some(self.last_cut);
+        self.cut_seconds = started.elapsed().as_secs_f64();
         self.updates_at_cut = self.engine.counters().updates;
         info!(
             version = meta.version,
@@ -928,6 +992,7 @@ impl Worker {
             self.assigned.insert(p);
         }
         info!(partitions = ?parts, "Partitions assigned");
+        self.publish();
         self.group
             .assign(&events)
             .map_err(|source| WorkerError::Kafka {
@@ -941,6 +1006,33 @@ impl Worker {
                 source,
             })?;
         Ok(())
+    }
+
+    /// Publishes the status for `/metrics` and `/readyz`.
+    fn publish(&self) {
+        let not_ready = if let Some(e) = self.health.recent() {
+            Some(format!("broker unreachable: {e}"))
+        } else if self.assigned.is_empty() {
+            Some("no partitions assigned".to_string())
+        } else {
+            None
+        };
+        let q = self.engine.quality().total.summary();
+        self.telemetry.publish(Status {
+            counters: self.engine.counters().clone(),
+            predictions: self.predictions,
+            dead_letters: self.dead_letters.clone(),
+            quality: (q.n > 0).then_some(q),
+            model_version: self.engine.version(),
+            weight_norm: self.engine.model().weight_norm(),
+            join_entries: self.engine.join_entries() as u64,
+            checkpoint_age_seconds: self.cut_at.map(|t| t.elapsed().as_secs_f64()),
+            checkpoint_duration_seconds: self.cut_seconds,
+            partitions: self.assigned.len(),
+            not_ready,
+            frozen: self.engine.drift().frozen(),
+            drift: self.last_drift.clone(),
+        });
     }
 
     fn log_progress(&mut self) {

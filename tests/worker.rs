@@ -132,6 +132,37 @@ fn every_event_is_predicted_and_every_label_applied_once() {
 
     let w = WorkerProc::start(&config, &dir.path().join("t1.log"));
     wait_consumed(&config, events.len(), labels.len(), &w);
+    // The HTTP endpoints of the running worker agree with what it did.
+    let addr = common::http_addr(&w.log_text()).expect("HTTP address in the log");
+    assert_eq!(common::http_get(&addr, "/healthz").0, 200);
+    let (code, ready) = common::http_get(&addr, "/readyz");
+    assert_eq!(code, 200, "{ready}");
+    // Published about once a second: wait for the status that covers everything.
+    let metrics = common::wait_for(Duration::from_secs(10), "metrics catch up", || {
+        let (code, text) = common::http_get(&addr, "/metrics");
+        (code == 200
+            && common::metric(&text, "streamlr_updates_total") == Some(want.updates.applied as f64))
+        .then_some(text)
+    });
+    assert_eq!(
+        common::metric(&metrics, "streamlr_predictions_total"),
+        Some(want.events.scored as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        common::metric(&metrics, "streamlr_updates_total"),
+        Some(want.updates.applied as f64)
+    );
+    assert_eq!(
+        common::metric(&metrics, "streamlr_events_total{outcome=\"invalid\"}"),
+        Some(want.events.invalid as f64)
+    );
+    assert_eq!(
+        common::metric(&metrics, "streamlr_score_latency_seconds_count"),
+        Some(want.events.scored as f64)
+    );
+    assert!(common::metric(&metrics, "streamlr_progressive_auc").is_some_and(|a| a > 0.5));
+    assert_eq!(common::http_get(&addr, "/nope").0, 404);
     let status = w.terminate(Duration::from_secs(30));
     assert!(status.success(), "graceful stop exits 0");
     let show = common::checkpoint_show(&config).expect("final checkpoint");
@@ -612,11 +643,23 @@ fn broker_outage_is_ridden_out_without_loss() {
     proxy.set_down(true);
     std::thread::sleep(Duration::from_secs(6));
     assert!(w.exited().is_none(), "the worker rides out the outage");
+    let addr = common::http_addr(&w.log_text()).expect("HTTP address in the log");
+    let (code, why) = common::http_get(&addr, "/readyz");
+    assert_eq!(
+        code, 503,
+        "not ready while the broker is unreachable: {why}"
+    );
+    assert!(why.contains("broker unreachable"), "{why}");
     proxy.set_down(false);
     common::produce_lines(&broker.bootstrap, "events", &events[half..]);
     common::produce_lines(&broker.bootstrap, "labels", &labels);
 
     let show = wait_consumed(&config, events.len(), labels.len(), &w);
+    common::wait_for(
+        Duration::from_secs(60),
+        "ready again after the outage",
+        || (common::http_get(&addr, "/readyz").0 == 200).then_some(()),
+    );
     let log = w.log_text();
     assert!(w.terminate(Duration::from_secs(30)).success());
     assert!(

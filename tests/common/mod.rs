@@ -316,6 +316,8 @@ every_updates = {every_updates}
 drain_timeout = "20s"
 [join]
 idle_after = "1000d"
+[http]
+listen = "127.0.0.1:0"
 {extra}
 "#,
         state = state.display()
@@ -512,4 +514,49 @@ impl Proxy {
             }
         }
     }
+}
+
+/// `GET path` on `addr`: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (code, body)
+}
+
+/// The worker's HTTP address, from its log line `HTTP listening addr=...`.
+pub fn http_addr(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains("HTTP listening"))?
+        .split("addr=")
+        .nth(1)?
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+}
+
+/// The value of an unlabelled (or exactly labelled) sample in a Prometheus exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
