@@ -520,11 +520,16 @@ impl Proxy {
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
+    // Sent in small pieces on purpose: the server must read the whole head, however it arrives.
+    for piece in [
+        format!("GET {path} "),
+        "HTTP/1.1\r\n".to_string(),
+        format!("Host: {addr}\r\nConnection: close\r\n\r\n"),
+    ] {
+        s.write_all(piece.as_bytes()).expect("send");
+        s.flush().expect("flush");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read");
     let code = text
