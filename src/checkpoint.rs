@@ -145,8 +145,8 @@ impl Checkpoints {
         Ok(v)
     }
 
-    /// Writes a checkpoint atomically (temp file, fsync, rename, directory fsync), then removes
-    /// all but the newest `keep`.
+    /// Writes a checkpoint atomically (temp file, fsync, rename, directory fsync). Old files are
+    /// removed by [`Self::prune`].
     pub fn write(&self, meta: &CheckpointMeta, learner: &[u8]) -> Result<PathBuf, CheckpointError> {
         let body = postcard::to_stdvec(&(meta, learner)).map_err(|e| CheckpointError::Invalid {
             path: self.path(meta.version).display().to_string(),
@@ -164,6 +164,12 @@ impl Checkpoints {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io(&self.dir))?;
+        Ok(path)
+    }
+
+    /// Removes all but the newest `keep` checkpoint files. The worker calls it only once the
+    /// newest one's store cut is committed, so a crash in between never leaves no usable one.
+    pub fn prune(&self) -> Result<(), CheckpointError> {
         let versions = self.versions()?;
         if versions.len() > self.keep {
             for old in &versions[..versions.len() - self.keep] {
@@ -171,7 +177,7 @@ impl Checkpoints {
                 fs::remove_file(&p).map_err(io(&p))?;
             }
         }
-        Ok(path)
+        Ok(())
     }
 
     /// Reads and verifies `version`.
@@ -281,6 +287,7 @@ impl Checkpoints {
             lineage: Some(lineage),
         };
         self.write(&meta, learner)?;
+        self.prune()?;
         Ok(meta)
     }
 }
@@ -321,6 +328,9 @@ mod tests {
             c.write(&meta(v), format!("model {v}").as_bytes())
                 .expect("write");
         }
+        // Writing never removes (the store commit comes after); pruning keeps the newest 3.
+        assert_eq!(c.versions().expect("list"), vec![1, 2, 3, 4, 5]);
+        c.prune().expect("prune");
         assert_eq!(c.versions().expect("list"), vec![3, 4, 5]);
         let back = c.load(5).expect("load");
         assert_eq!(back.meta, meta(5));
@@ -340,6 +350,7 @@ mod tests {
         let c = Checkpoints::open(dir.path(), 5).expect("open");
         for v in 1..=3 {
             c.write(&meta(v), &[v as u8; 100]).expect("write");
+            c.prune().expect("prune");
         }
         // Flip one payload byte of the newest.
         let p3 = c.path(3);

@@ -6,7 +6,8 @@
 //!
 //! A record is only released when the merge knows every partition's next record, or knows that
 //! a partition has none: it is at its end (the consumer's partition-EOF signal) or nothing has
-//! arrived from it for `idle` (Kafka Streams' `max.task.idle.ms`). So replaying the same logs
+//! arrived from it for `idle` (Kafka Streams' `max.task.idle.ms`) — the idle rule applies only
+//! once the partition has delivered something (a record or its end) since it was assigned. So replaying the same logs
 //! yields the same sequence however the fetches interleave, and a live worker whose label
 //! traffic is quiet still scores without waiting more than `idle`.
 //!
@@ -47,6 +48,10 @@ struct Queue {
     at_end: bool,
     /// Wall time (ms) since which the queue has been empty.
     empty_since: i64,
+    /// Something (a record or the end) has come from this partition since it was added: until
+    /// then the idle rule does not apply, so a slow first fetch after an assignment (or a
+    /// restart) cannot reorder records.
+    primed: bool,
 }
 
 /// The merge state: one queue per `(side, partition)`.
@@ -102,6 +107,7 @@ impl Merge {
         match self.queues.get_mut(&(rec.side, rec.partition)) {
             Some(q) => {
                 q.at_end = false;
+                q.primed = true;
                 q.buf.push_back(rec);
                 true
             }
@@ -115,6 +121,7 @@ impl Merge {
     pub fn at_end(&mut self, side: Side, partition: i32) {
         if let Some(q) = self.queues.get_mut(&(side, partition)) {
             q.at_end = true;
+            q.primed = true;
         }
     }
 
@@ -151,7 +158,11 @@ impl Merge {
                 }
                 None if q.at_end => {}
                 None => {
-                    let until = q.empty_since.saturating_add(self.idle_ms);
+                    let until = if q.primed {
+                        q.empty_since.saturating_add(self.idle_ms)
+                    } else {
+                        i64::MAX
+                    };
                     if now < until {
                         wait = Some(wait.map_or(until, |w| w.min(until)));
                     }
@@ -241,14 +252,30 @@ mod tests {
         m.add(Side::Event, 0, 0);
         m.add(Side::Label, 0, 0);
         m.push(rec(Side::Event, 0, 0, 50));
-        // The labels partition might still deliver something older.
+        // Nothing has come from the labels partition since it was assigned: no idle rule yet,
+        // however long its first fetch takes.
+        assert_eq!(m.pop(1_000_000), Next::WaitUntil(i64::MAX));
+        // Once it has delivered (here: its end, then a new record), idle applies.
+        m.at_end(Side::Label, 0);
+        assert!(matches!(m.pop(10), Next::Record(_)));
+        m.push(rec(Side::Event, 0, 1, 50));
+        m.push(rec(Side::Label, 0, 0, 30));
+        assert!(matches!(m.pop(10), Next::Record(r) if r.side == Side::Label));
+        // The labels queue emptied at 10; the event may wait until 110.
+        assert_eq!(m.pop(10), Next::WaitUntil(110));
+        let mut m = Merge::new(100);
+        m.add(Side::Event, 0, 0);
+        m.add(Side::Label, 0, 0);
+        m.push(rec(Side::Event, 0, 0, 50));
+        m.push(rec(Side::Label, 0, 0, 60));
+        assert!(matches!(m.pop(0), Next::Record(r) if r.side == Side::Event));
+        // The event queue emptied at 0 (primed): the label waits until 100 at most.
         assert_eq!(m.pop(10), Next::WaitUntil(100));
-        // A label at 40 arrives in time and goes first.
-        m.push(rec(Side::Label, 0, 0, 40));
-        assert_eq!(order(&mut m, 20), vec![(Side::Label, 0, 0)]);
-        // The labels queue emptied at 20: the event waits until 120, then goes on alone.
+        // An event at 55 arrives in time and goes first; then idle expires and the label goes.
+        m.push(rec(Side::Event, 0, 1, 55));
+        assert_eq!(order(&mut m, 20), vec![(Side::Event, 0, 1)]);
         assert_eq!(m.pop(30), Next::WaitUntil(120));
-        assert!(matches!(m.pop(120), Next::Record(r) if r.offset == 0 && r.side == Side::Event));
+        assert!(matches!(m.pop(120), Next::Record(r) if r.side == Side::Label));
     }
 
     #[test]

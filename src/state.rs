@@ -68,6 +68,18 @@ pub enum StateError {
         /// Cuts in the store.
         cuts: u64,
     },
+    /// A checkpoint names a store cut the store never reached (more than one ahead).
+    #[error(
+        "checkpoint {version} needs join store cut {needed}, but the store is at cut {at}: the join store was lost or replaced; restore it, or move the state directory away to start fresh"
+    )]
+    StoreBehind {
+        /// Checkpoint version.
+        version: u64,
+        /// Its store cut.
+        needed: u64,
+        /// The store's last cut.
+        at: u64,
+    },
     /// The store cannot go back to the checkpoint's cut.
     #[error(
         "checkpoint {version} needs join store cut {needed}, but the store is at cut {at} and cannot roll back that far ({source}); move the state directory away to start fresh"
@@ -203,11 +215,19 @@ impl StateDir {
         let mut chosen = None;
         for version in ckpts.versions()?.into_iter().rev() {
             match ckpts.load(version) {
-                Ok(c) if c.meta.store_cut.unwrap_or(0) > seq => {
+                Ok(c) if c.meta.store_cut.unwrap_or(0) == seq + 1 => {
                     // Written, but the store commit that completes it never happened.
                     let path = ckpts.path(version);
                     std::fs::remove_file(&path).map_err(io(&path))?;
                     restored.orphans.push(version);
+                }
+                Ok(c) if c.meta.store_cut.unwrap_or(0) > seq + 1 => {
+                    // The store is behind by more than one cut: it was lost or replaced.
+                    return Err(StateError::StoreBehind {
+                        version,
+                        needed: c.meta.store_cut.unwrap_or(0),
+                        at: seq,
+                    });
                 }
                 Ok(c) => {
                     chosen = Some(c);
@@ -353,6 +373,7 @@ impl StateDir {
         let c = self.store.commit(version, &mut shards)?;
         self.version = version;
         self.seq = c.seq;
+        self.ckpts.prune()?;
         Ok(meta)
     }
 }

@@ -54,6 +54,8 @@ pub struct Status {
 #[derive(Debug)]
 pub struct Telemetry {
     status: Mutex<Status>,
+    /// When the worker last published (a stuck loop stops publishing).
+    published_at: Mutex<Option<std::time::Instant>>,
     /// Wall time from an event's arrival in the loop to its prediction being queued, seconds ×1e6.
     score_latency_us: Mutex<Histogram<u64>>,
     /// Event time to prediction, milliseconds.
@@ -74,6 +76,7 @@ impl Default for Telemetry {
                 not_ready: Some("starting".into()),
                 ..Status::default()
             }),
+            published_at: Mutex::new(None),
             score_latency_us: Mutex::new(h()),
             event_to_prediction_ms: Mutex::new(h()),
         }
@@ -90,6 +93,26 @@ impl Telemetry {
     pub fn publish(&self, s: Status) {
         if let Ok(mut st) = self.status.lock() {
             *st = s;
+        }
+        if let Ok(mut at) = self.published_at.lock() {
+            *at = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Why the worker is not ready, or `None`: what it last published, or that it has not
+    /// published for more than 5 s (its loop is stuck, e.g. waiting for the broker).
+    pub fn not_ready(&self) -> Option<String> {
+        let age = self
+            .published_at
+            .lock()
+            .ok()
+            .and_then(|a| a.map(|t| t.elapsed()));
+        match age {
+            Some(age) if age > Duration::from_secs(5) => Some(format!(
+                "the worker loop has not reported for {:.0} s (waiting for the broker?)",
+                age.as_secs_f64()
+            )),
+            _ => self.status().not_ready,
         }
     }
 
@@ -384,7 +407,7 @@ pub async fn serve(listener: TcpListener, telemetry: Arc<Telemetry>) {
             let (code, ctype, body) = match path {
                 "/metrics" => (200, "text/plain; version=0.0.4", t.render()),
                 "/healthz" => (200, "text/plain", "ok\n".to_string()),
-                "/readyz" => match t.status().not_ready {
+                "/readyz" => match t.not_ready() {
                     None => (200, "text/plain", "ready\n".to_string()),
                     Some(why) => (503, "text/plain", format!("not ready: {why}\n")),
                 },

@@ -273,6 +273,8 @@ struct DeadLetter<'a> {
 
 /// Largest payload copied into a dead letter, in bytes.
 pub const DEAD_LETTER_PAYLOAD_MAX: usize = 64 * 1024;
+/// Largest key copied into a dead letter, in bytes.
+pub const DEAD_LETTER_KEY_MAX: usize = 1024;
 
 /// Base64 (RFC 4648, standard alphabet, padded).
 pub fn base64(bytes: &[u8]) -> String {
@@ -338,6 +340,7 @@ struct Worker {
     last_drift: Option<crate::drift::WindowReport>,
     cut_at: Option<Instant>,
     cut_seconds: f64,
+    stop: Stop,
 }
 
 #[derive(Debug)]
@@ -488,10 +491,15 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         last_drift: None,
         cut_at: None,
         cut_seconds: 0.0,
+        stop: stop.clone(),
     };
     worker.publish();
     let result = worker.run_loop(&stop);
     worker.group.context().closing.store(true, Ordering::SeqCst);
+    // A rebalance interrupted by an error still waits for our (un)assign call, and closing the
+    // consumer would wait for it forever: give everything up explicitly.
+    let _ = worker.group.unassign();
+    let _ = worker.labels.unassign();
     result
 }
 
@@ -689,8 +697,10 @@ impl Worker {
                     let topic = self.cfg.kafka.predictions_topic.clone();
                     self.send(&topic, pred.id.as_bytes(), &bytes)?;
                     self.predictions += 1;
-                    self.telemetry
-                        .record_score(started.elapsed(), pred.scored_at - pred.event_ts);
+                    self.telemetry.record_score(
+                        started.elapsed(),
+                        pred.scored_at.saturating_sub(pred.event_ts),
+                    );
                 }
                 Err(e) => self.dead_letter(&r, &e)?,
             },
@@ -753,8 +763,11 @@ impl Worker {
         };
         let bytes = serde_json::to_vec(&dl).unwrap_or_default();
         let topic = self.cfg.kafka.dead_letter_topic.clone();
-        let key = r.key.clone().unwrap_or_default();
-        self.send(&topic, &key, &bytes)?;
+        // The original key, cut like the payload so a huge key cannot make the dead letter
+        // itself undeliverable.
+        let key = r.key.as_deref().unwrap_or_default();
+        let key = &key[..key.len().min(DEAD_LETTER_KEY_MAX)];
+        self.send(&topic, key, &bytes)?;
         if let Some(i) = crate::event::Reason::ALL
             .iter()
             .position(|x| *x == e.reason)
@@ -775,12 +788,16 @@ impl Worker {
 
     /// Takes a cut: predictions acknowledged → checkpoint + store commit → offsets committed.
     /// `deadline` bounds the flush at shutdown.
-    fn cut(&mut self, deadline: Option<Instant>) -> Result<(), WorkerError> {
+    fn cut(&mut self, mut deadline: Option<Instant>) -> Result<(), WorkerError> {
         let started = Instant::now();
         loop {
             match self.producer.flush(Duration::from_millis(200)) {
                 Ok(()) => break,
                 Err(KafkaError::Flush(_)) => {
+                    // A stop request during any cut bounds it by the drain timeout.
+                    if deadline.is_none() && self.stop.requested() {
+                        deadline = Some(Instant::now() + self.cfg.checkpoint.drain_timeout.0);
+                    }
                     if let Some(d) = deadline
                         && Instant::now() >= d
                     {
@@ -789,6 +806,7 @@ impl Worker {
                         ));
                     }
                     debug!("Waiting for the broker to acknowledge predictions");
+                    self.publish();
                 }
                 Err(source) => {
                     return Err(WorkerError::Kafka {
@@ -885,11 +903,15 @@ impl Worker {
         if self.dirty || !self.assigned.is_empty() {
             self.cut(None)?;
         }
+        // librdkafka keeps an application pause across unassign/assign: resume first, or a
+        // partition given back would stay paused for good.
+        for key in std::mem::take(&mut self.paused) {
+            self.pause(key, false)?;
+        }
         for p in std::mem::take(&mut self.assigned) {
             self.engine.remove_shard(p);
             for side in [Side::Event, Side::Label] {
                 self.merge.remove(side, p);
-                self.paused.remove(&(side, p));
             }
         }
         self.group.unassign().map_err(|source| WorkerError::Kafka {
@@ -977,16 +999,38 @@ impl Worker {
                 }
             }
             for s in [Side::Event, Side::Label] {
+                let topic = self.topic(s).to_string();
                 let start = match self.known.get(&(s, p)).copied().unwrap_or(-1) {
                     o if o >= 0 => Offset::Offset(o),
-                    _ if self.reset_latest => Offset::End,
-                    _ => Offset::Beginning,
+                    _ => {
+                        // Nothing read or committed yet: resolve the reset policy to an
+                        // absolute offset now and remember it, so the next cut commits it.
+                        // Left logical, a crash before the first cut would resolve `latest`
+                        // again, past the records that came in meanwhile.
+                        let timeout = self.cfg.kafka.request_timeout.0;
+                        match self.group.fetch_watermarks(&topic, p, timeout) {
+                            Ok((low, high)) => {
+                                let o = if self.reset_latest { high } else { low };
+                                self.known.insert((s, p), o);
+                                self.dirty = true;
+                                Offset::Offset(o)
+                            }
+                            Err(e) => {
+                                warn!(%topic, partition = p, error = %e, "Cannot resolve the start offset; using the reset policy");
+                                if self.reset_latest {
+                                    Offset::End
+                                } else {
+                                    Offset::Beginning
+                                }
+                            }
+                        }
+                    }
                 };
-                let (list, topic) = match s {
-                    Side::Event => (&mut events, &self.cfg.kafka.events_topic),
-                    Side::Label => (&mut labels, &self.cfg.kafka.labels_topic),
+                let list = match s {
+                    Side::Event => &mut events,
+                    Side::Label => &mut labels,
                 };
-                let _ = list.add_partition_offset(topic, p, start);
+                let _ = list.add_partition_offset(&topic, p, start);
                 self.merge.add(s, p, now);
             }
             self.assigned.insert(p);
