@@ -30,6 +30,20 @@ pub fn send_blocking<C: ProducerContext<DeliveryOpaque = ()>>(
     payload: &[u8],
     timestamp_ms: Option<i64>,
 ) -> Result<(), KafkaError> {
+    send_waiting(producer, topic, key, payload, timestamp_ms, || false)
+}
+
+/// [`send_blocking`] that stops waiting for room in a full queue once `give_up()` says so
+/// (returning the `QueueFull` error): a worker asked to stop must not wait forever for a
+/// broker that does not come back.
+pub fn send_waiting<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    timestamp_ms: Option<i64>,
+    give_up: impl Fn() -> bool,
+) -> Result<(), KafkaError> {
     loop {
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
         if let Some(ts) = timestamp_ms {
@@ -41,6 +55,9 @@ pub fn send_blocking<C: ProducerContext<DeliveryOpaque = ()>>(
                 return Ok(());
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                if give_up() {
+                    return Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
+                }
                 producer.poll(Duration::from_millis(5));
             }
             Err((e, _)) => return Err(e),

@@ -778,10 +778,30 @@ impl Worker {
     }
 
     fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), WorkerError> {
-        kafka::send_blocking(&self.producer, topic, key, payload, None).map_err(|source| {
-            WorkerError::Kafka {
-                what: "producing",
-                source,
+        // Waits while the producer queue is full (backpressure), but not beyond drain_timeout
+        // after a stop request.
+        let stop_seen: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
+        let drain = self.cfg.checkpoint.drain_timeout.0;
+        let give_up = || {
+            if !self.stop.requested() {
+                return false;
+            }
+            let since = stop_seen.get().unwrap_or_else(|| {
+                let now = Instant::now();
+                stop_seen.set(Some(now));
+                now
+            });
+            since.elapsed() >= drain
+        };
+        kafka::send_waiting(&self.producer, topic, key, payload, None, give_up).map_err(|source| {
+            match source {
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                    WorkerError::DrainTimeout(drain)
+                }
+                source => WorkerError::Kafka {
+                    what: "producing",
+                    source,
+                },
             }
         })
     }

@@ -677,3 +677,52 @@ fn broker_outage_is_ridden_out_without_loss() {
         "every label applied once"
     );
 }
+
+/// A stop requested while the broker is unreachable still ends the process within the drain
+/// timeout (exit 1 when the final cut cannot be completed; the previous cut stays valid).
+#[test]
+fn stop_during_an_outage_ends_within_the_drain_timeout() {
+    let proxy = common::Proxy::start();
+    let broker = Broker::start_advertising(proxy.port);
+    proxy.forward_to(broker.listen_port());
+    let Setup {
+        dir,
+        broker,
+        events,
+        labels,
+        ..
+    } = setup(broker, 2, &["predictions"], 3_000, 17);
+    common::produce_lines(&broker.bootstrap, "events", &events);
+    common::produce_lines(&broker.bootstrap, "labels", &labels);
+    let config = common::worker_config(
+        dir.path(),
+        &broker.bootstrap,
+        "stop",
+        "predictions",
+        500,
+        "",
+    );
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("drain_timeout = \"20s\"", "drain_timeout = \"5s\"");
+    std::fs::write(&config, text).expect("config");
+    let w = WorkerProc::start(&config, &dir.path().join("stop.log"));
+    wait_consumed(&config, events.len(), labels.len(), &w);
+    proxy.set_down(true);
+    std::thread::sleep(Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    let status = w.terminate(Duration::from_secs(30));
+    let took = started.elapsed();
+    eprintln!("stop during the outage: {took:?}, {status:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "stopped in {took:?} (drain timeout 5 s); exit {status:?}"
+    );
+    assert!(w_exited_ok_or_drain(&status), "{status:?}");
+    proxy.set_down(false);
+}
+
+/// Exit 0 (nothing left to flush) or 1 (drain timeout): either way it stopped by itself.
+fn w_exited_ok_or_drain(status: &std::process::ExitStatus) -> bool {
+    matches!(status.code(), Some(0 | 1))
+}
