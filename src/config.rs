@@ -284,6 +284,10 @@ pub struct LimitsConfig {
     pub max_string_bytes: usize,
     /// Longest feature name, in bytes.
     pub max_name_bytes: usize,
+    /// The live worker refuses (dead-letters, `timestamp_in_future`) an event whose time is
+    /// further than this ahead of its wall clock: one absurd time would otherwise expire every
+    /// pending entry of its partition. Replay has no wall clock and does not apply it.
+    pub max_future_skew: HumanDuration,
 }
 
 impl Default for LimitsConfig {
@@ -294,6 +298,7 @@ impl Default for LimitsConfig {
             max_features: 1000,
             max_string_bytes: 4096,
             max_name_bytes: 256,
+            max_future_skew: HumanDuration::from_secs(3_600),
         }
     }
 }

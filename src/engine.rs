@@ -309,7 +309,8 @@ impl<B: JoinBackend> Engine<B> {
         self.counters.invalid_event(e.reason);
     }
 
-    /// Decodes and scores one event message: see [`Self::score`].
+    /// Decodes and scores one event message: see [`Self::score`]. An event time more than
+    /// `limits.max_future_skew` ahead of `now_ms` is refused (`timestamp_in_future`).
     pub fn on_event(
         &mut self,
         bytes: &[u8],
@@ -318,7 +319,22 @@ impl<B: JoinBackend> Engine<B> {
         now_ms: i64,
     ) -> Result<Prediction, DecodeError> {
         match self.decoder.decode_event(bytes) {
-            Ok(ev) => self.score(&ev, partition, fallback_ts, now_ms),
+            Ok(ev) => {
+                let skew = self.cfg.limits.max_future_skew.as_millis_i64();
+                if let Some(ts) = ev.ts
+                    && ts > now_ms.saturating_add(skew)
+                {
+                    let e = DecodeError::new(
+                        Reason::TimestampInFuture,
+                        format!(
+                            "event time {ts} is more than {skew} ms ahead of the clock ({now_ms})"
+                        ),
+                    );
+                    self.reject_event(&e);
+                    return Err(e);
+                }
+                self.score(&ev, partition, fallback_ts, now_ms)
+            }
             Err(e) => {
                 self.reject_event(&e);
                 Err(e)
@@ -693,5 +709,38 @@ impl<B: JoinBackend> Engine<B> {
     /// Replaces the scaling statistics (after encoding happened on another thread).
     pub fn restore_scaler(&mut self, s: &crate::features::ScalerState) {
         self.encoder.restore_scaler(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::MemoryBackend;
+
+    #[test]
+    fn an_event_from_the_far_future_is_refused_and_moves_nothing() {
+        let mut e = Engine::new(Config::default(), |_| (MemoryBackend::default(), None));
+        let now = 1_780_000_000_000i64;
+        let ev =
+            |id: &str, ts: i64| format!(r#"{{"id":"{id}","ts":{ts},"features":{{"amount":1}}}}"#);
+        e.on_event(ev("a", now).as_bytes(), 0, now, now)
+            .expect("now");
+        // Two hours ahead of the clock (default skew 1 h): refused.
+        let r = e.on_event(ev("b", now + 2 * 3_600_000).as_bytes(), 0, now, now);
+        assert_eq!(
+            r.map(|_| ()).map_err(|e| e.reason),
+            Err(Reason::TimestampInFuture)
+        );
+        // Half an hour ahead: accepted.
+        e.on_event(ev("c", now + 30 * 60_000).as_bytes(), 0, now, now)
+            .expect("within the skew");
+        // The refused time did not move the watermark: a's entry is still pending and joins.
+        assert_eq!(
+            e.on_label(br#"{"id":"a","label":1}"#, 0),
+            LabelResult::Handled(Some(LabelCount::Joined))
+        );
+        let c = e.counters();
+        assert_eq!(c.events_invalid[reason_index(Reason::TimestampInFuture)], 1);
+        assert_eq!(c.events_scored, 2);
     }
 }

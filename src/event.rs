@@ -62,11 +62,15 @@ pub enum Reason {
     InvalidLabel,
     /// A weight that is not a finite number >= 0.
     InvalidWeight,
+    /// An event time further in the future than `limits.max_future_skew` (live worker: against
+    /// the wall clock). Such a time would move its partition's watermark past every pending
+    /// entry.
+    TimestampInFuture,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::TooLarge,
         Reason::InvalidUtf8,
         Reason::NotJson,
@@ -89,6 +93,7 @@ impl Reason {
         Reason::MissingLabel,
         Reason::InvalidLabel,
         Reason::InvalidWeight,
+        Reason::TimestampInFuture,
     ];
 
     /// The snake_case name used on the wire and in metrics.
@@ -116,6 +121,7 @@ impl Reason {
             Reason::MissingLabel => "missing_label",
             Reason::InvalidLabel => "invalid_label",
             Reason::InvalidWeight => "invalid_weight",
+            Reason::TimestampInFuture => "timestamp_in_future",
         }
     }
 }
@@ -936,6 +942,7 @@ mod tests {
                 max_string_bytes: 5,
                 max_id_bytes: 8,
                 max_name_bytes: 6,
+                ..LimitsConfig::default()
             },
         );
         let r = |d: &Decoder, b: &[u8]| d.decode_event(b).expect_err("refused").reason;
