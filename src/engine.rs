@@ -672,6 +672,11 @@ impl<B: JoinBackend> Engine<B> {
         self.encoder.restore_scaler(&s.scaler);
         self.quality = s.quality;
         self.counters = s.counters;
+        // A snapshot from a build with fewer reasons or outcomes: grow the tables (never index
+        // past them).
+        self.counters.events_invalid.resize(Reason::ALL.len(), 0);
+        self.counters.labels_invalid.resize(Reason::ALL.len(), 0);
+        self.counters.labels.resize(LabelCount::ALL.len(), 0);
         self.drift.restore(s.drift);
     }
 
