@@ -573,6 +573,12 @@ impl Worker {
                     || updates - self.updates_at_cut >= self.cfg.checkpoint.every_updates)
             {
                 self.cut(None)?;
+            } else if !self.dirty && self.last_cut.elapsed() >= self.cfg.checkpoint.every.0 {
+                // Idle: commit the last cut's offsets again, so the group's offsets (the labels
+                // topic's above all, which the group does not subscribe) do not expire after
+                // the broker's offsets.retention.minutes.
+                self.last_cut = Instant::now();
+                self.commit_offsets();
             }
             self.log_progress();
             if !progressed {
@@ -920,7 +926,17 @@ impl Worker {
     fn revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), WorkerError> {
         let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         info!(partitions = ?parts, "Partitions revoked: checkpoint and commit first");
-        if self.dirty || !self.assigned.is_empty() {
+        if self.group.assignment_lost() {
+            // The group already gave these partitions to someone else (session timed out): a
+            // commit would fail. The cut still makes our state durable for a later return.
+            warn!(partitions = ?parts, "Assignment lost: checkpoint without commit");
+            if self.dirty {
+                let assigned = std::mem::take(&mut self.assigned);
+                let r = self.cut(None);
+                self.assigned = assigned;
+                r?;
+            }
+        } else if self.dirty || !self.assigned.is_empty() {
             self.cut(None)?;
         }
         // librdkafka keeps an application pause across unassign/assign: resume first, or a
