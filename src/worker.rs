@@ -102,6 +102,19 @@ pub enum WorkerError {
     DrainTimeout(Duration),
 }
 
+/// The input topic of a side.
+fn topic_of(k: &crate::config::KafkaConfig, side: Side) -> &str {
+    match side {
+        Side::Event => &k.events_topic,
+        Side::Label => &k.labels_topic,
+    }
+}
+
+/// Wraps a client error with what was being done.
+fn kerr(what: &'static str) -> impl FnOnce(KafkaError) -> WorkerError {
+    move |source| WorkerError::Kafka { what, source }
+}
+
 /// Sets a flag and wakes the loop when a librdkafka queue becomes non-empty.
 #[derive(Debug, Default)]
 struct Waker {
@@ -408,7 +421,6 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         }
         c
     };
-    let kerr = |what: &'static str| move |source| WorkerError::Kafka { what, source };
     let mut group: BaseConsumer<GroupContext> = base(&[
         ("group.id", k.group_id.as_str()),
         ("enable.auto.commit", "false"),
@@ -652,10 +664,7 @@ impl Worker {
     }
 
     fn topic(&self, side: Side) -> &str {
-        match side {
-            Side::Event => &self.cfg.kafka.events_topic,
-            Side::Label => &self.cfg.kafka.labels_topic,
-        }
+        topic_of(&self.cfg.kafka, side)
     }
 
     fn pause(&mut self, key: (Side, i32), pause: bool) -> Result<(), WorkerError> {
@@ -667,10 +676,7 @@ impl Worker {
             (Side::Label, true) => self.labels.pause(&tpl),
             (Side::Label, false) => self.labels.resume(&tpl),
         };
-        r.map_err(|source| WorkerError::Kafka {
-            what: "pausing or resuming a partition",
-            source,
-        })?;
+        r.map_err(kerr("pausing or resuming a partition"))?;
         if pause {
             self.paused.insert(key);
         } else {
@@ -950,16 +956,8 @@ impl Worker {
                 self.merge.remove(side, p);
             }
         }
-        self.group.unassign().map_err(|source| WorkerError::Kafka {
-            what: "unassigning",
-            source,
-        })?;
-        self.labels
-            .unassign()
-            .map_err(|source| WorkerError::Kafka {
-                what: "unassigning labels",
-                source,
-            })?;
+        self.group.unassign().map_err(kerr("unassigning"))?;
+        self.labels.unassign().map_err(kerr("unassigning labels"))?;
         Ok(())
     }
 
@@ -975,17 +973,12 @@ impl Worker {
         let committed = self
             .group
             .committed_offsets(query, self.cfg.kafka.request_timeout.0)
-            .map_err(|source| WorkerError::Kafka {
-                what: "reading committed offsets",
-                source,
-            })?;
+            .map_err(kerr("reading committed offsets"))?;
         let tag = self.commit_tag();
         // The committed offset of a partition, and whether this worker committed it.
+        let kafka = &self.cfg.kafka;
         let committed_of = |side: Side, p: i32| -> (Option<i64>, bool) {
-            let topic = match side {
-                Side::Event => &self.cfg.kafka.events_topic,
-                Side::Label => &self.cfg.kafka.labels_topic,
-            };
+            let topic = topic_of(kafka, side);
             match committed.find_partition(topic, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => (Some(o), self.state.committed_by_us(topic, p, o)),
                 _ => (None, false),
@@ -1075,16 +1068,10 @@ impl Worker {
         self.publish();
         self.group
             .assign(&events)
-            .map_err(|source| WorkerError::Kafka {
-                what: "assigning events partitions",
-                source,
-            })?;
+            .map_err(kerr("assigning events partitions"))?;
         self.labels
             .assign(&labels)
-            .map_err(|source| WorkerError::Kafka {
-                what: "assigning labels partitions",
-                source,
-            })?;
+            .map_err(kerr("assigning labels partitions"))?;
         Ok(())
     }
 
