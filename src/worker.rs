@@ -155,12 +155,24 @@ enum Rebalance {
 #[derive(Debug, Default)]
 struct BrokerHealth {
     last_error: Mutex<Option<(Instant, String)>>,
+    /// The previous connection failure (see [`Self::connection_failed`]).
+    last_fail: Mutex<Option<Instant>>,
 }
 
 impl BrokerHealth {
     fn error(&self, e: String) {
         if let Ok(mut l) = self.last_error.lock() {
             *l = Some((Instant::now(), e));
+        }
+    }
+
+    /// A connection dropped or failed. One alone can be an idle connection being closed; a
+    /// second within 15 s (the reconnect failed too) makes it an error.
+    fn connection_failed(&self, e: String) {
+        let now = Instant::now();
+        let previous = self.last_fail.lock().ok().and_then(|mut l| l.replace(now));
+        if previous.is_some_and(|t| now.duration_since(t) < Duration::from_secs(15)) {
+            self.error(e);
         }
     }
 
@@ -188,6 +200,35 @@ struct GroupContext {
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
         client_error(error, reason, &self.health);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(level, fac, message, &self.health);
+    }
+}
+
+/// librdkafka's log lines, to tracing as rdkafka does by default; `FAIL` lines (a broker
+/// connection failed or dropped) also count for readiness (see
+/// [`BrokerHealth::connection_failed`]): librdkafka logs them at once, while its error callback
+/// may only come after several reconnect attempts.
+fn client_log(
+    level: rdkafka::config::RDKafkaLogLevel,
+    fac: &str,
+    message: &str,
+    health: &BrokerHealth,
+) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    // librdkafka logs a dropped connection at info level, a refused one at error level.
+    if fac == "FAIL" {
+        health.connection_failed(format!("{fac} {message}"));
+    }
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            error!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        L::Warning => warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        L::Notice | L::Info => info!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        L::Debug => debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
     }
 }
 
@@ -242,6 +283,10 @@ struct PlainContext {
 impl ClientContext for PlainContext {
     fn error(&self, error: KafkaError, reason: &str) {
         client_error(error, reason, &self.health);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        client_log(level, fac, message, &self.health);
     }
 }
 impl ConsumerContext for PlainContext {}

@@ -646,8 +646,10 @@ fn broker_outage_is_ridden_out_without_loss() {
     let addr = common::http_addr(&w.log_text()).expect("HTTP address in the log");
     let (code, why) = common::http_get(&addr, "/readyz");
     assert_eq!(
-        code, 503,
-        "not ready while the broker is unreachable: {why}"
+        code,
+        503,
+        "not ready while the broker is unreachable: {why}; log:\n{}",
+        w.log_text()
     );
     assert!(why.contains("broker unreachable"), "{why}");
     proxy.set_down(false);
