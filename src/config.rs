@@ -121,18 +121,21 @@ impl Default for KafkaConfig {
     }
 }
 
-/// The worker's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`.
+/// The worker's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/model`, the status page.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address to listen on (`host:port`; port 0 picks a free one, logged); empty = no HTTP.
     pub listen: String,
+    /// How many coefficients `/model` lists (the largest by |weight|).
+    pub model_coefficients: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9898".into(),
+            model_coefficients: 100,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::config::{Config, OnExpiry};
 use crate::drift::{Drift, DriftState, WindowReport};
 use crate::event::{Contribution, DecodeError, Decoder, Label, Prediction, RawEvent, Reason};
 use crate::features::{Encoded, Encoder, SparseVec};
+use crate::inspect::{self, BucketNames, ModelView};
 use crate::join::{
     Entry, InsertOutcome, JoinBackend, Joined, Joiner, JoinerState, LabelOutcome, Swept,
 };
@@ -93,7 +94,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn new() -> Self {
+    /// All zero, with a slot for every reason and outcome.
+    pub fn new() -> Self {
         Self {
             events_invalid: vec![0; Reason::ALL.len()],
             labels: vec![0; LabelCount::ALL.len()],
@@ -104,7 +106,7 @@ impl Counters {
 
     /// Count of one label outcome.
     pub fn label(&self, c: LabelCount) -> u64 {
-        self.labels[c as usize]
+        self.labels.get(c as usize).copied().unwrap_or(0)
     }
 
     /// Events refused, all reasons.
@@ -260,6 +262,9 @@ pub struct Engine<B> {
     drift: Drift,
     drift_values: Vec<f64>,
     drift_reports: Vec<WindowReport>,
+    names: BucketNames,
+    /// Label delays (label time − event time, ms) of joins since the last take, when collected.
+    label_delays: Option<Vec<i64>>,
 }
 
 impl<B: std::fmt::Debug> std::fmt::Debug for Engine<B> {
@@ -299,6 +304,8 @@ impl<B: JoinBackend> Engine<B> {
             drift: Drift::new(&cfg.drift, &cfg.features),
             drift_values: Vec::new(),
             drift_reports: Vec::new(),
+            names: BucketNames::default(),
+            label_delays: None,
             cfg,
         }
     }
@@ -368,6 +375,14 @@ impl<B: JoinBackend> Engine<B> {
             self.counters.invalid_event(e.reason);
             return Err(e);
         }
+        if self.names.pending() {
+            for (pos, &b) in self.enc.x.idx.iter().enumerate() {
+                if self.names.wants(b) {
+                    let name = self.encoder.slot_name(ev, self.enc.origin[pos]);
+                    self.names.note(b, name);
+                }
+            }
+        }
         let ts = ev.ts.unwrap_or(fallback_ts);
         let x = self.enc.x.clone();
         let mut values = std::mem::take(&mut self.drift_values);
@@ -380,6 +395,13 @@ impl<B: JoinBackend> Engine<B> {
     /// Scores an event that was encoded elsewhere (by [`encode_event`] on another thread, with
     /// an encoder that has seen the same events in the same order).
     pub fn apply_encoded(&mut self, e: EncodedEvent, partition: i32) -> Scored {
+        if self.names.pending() {
+            for (&b, name) in e.x.idx.iter().zip(&e.names) {
+                if self.names.wants(b) {
+                    self.names.note(b, name.clone());
+                }
+            }
+        }
         self.apply(&e.id, partition, e.ts, e.x, e.ignored, &e.drift)
     }
 
@@ -484,8 +506,24 @@ impl<B: JoinBackend> Engine<B> {
 
     /// Decodes and applies one label message from `partition`.
     pub fn on_label(&mut self, bytes: &[u8], partition: i32) -> LabelResult {
+        self.on_label_at(bytes, partition, None)
+    }
+
+    /// Like [`Self::on_label`]; a label without a time of its own takes `record_ts` (the Kafka
+    /// record's), which only measures label delay: the join does not depend on label times.
+    pub fn on_label_at(
+        &mut self,
+        bytes: &[u8],
+        partition: i32,
+        record_ts: Option<i64>,
+    ) -> LabelResult {
         match self.decoder.decode_label(bytes) {
-            Ok(l) => LabelResult::Handled(self.apply_label(l, partition)),
+            Ok(mut l) => {
+                if l.ts.is_none() {
+                    l.ts = record_ts;
+                }
+                LabelResult::Handled(self.apply_label(l, partition))
+            }
             Err(e) => {
                 self.reject_label(&e);
                 LabelResult::Invalid(e)
@@ -578,6 +616,9 @@ impl<B: JoinBackend> Engine<B> {
 
     fn learn(&mut self, j: Joined, count: LabelCount) {
         self.counters.labels[count as usize] += 1;
+        if let (Some(delays), Some(lts)) = (self.label_delays.as_mut(), j.label_ts) {
+            delays.push(lts.saturating_sub(j.entry.event_ts));
+        }
         self.quality.add(j.entry.score, j.label);
         self.drift.on_label(j.label);
         if self.drift.frozen() {
@@ -603,6 +644,37 @@ impl<B: JoinBackend> Engine<B> {
                 }
             }
             Err(_) => self.counters.updates_refused += 1,
+        }
+    }
+
+    /// Starts (or stops) collecting label delays for [`Self::take_label_delays`].
+    pub fn collect_label_delays(&mut self, on: bool) {
+        self.label_delays = on.then(Vec::new);
+    }
+
+    /// Label time − event time (ms) of each join with a known label time since the last call.
+    pub fn take_label_delays(&mut self) -> Vec<i64> {
+        self.label_delays
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// The model as `/model` shows it: the `k` largest coefficients, named by the events seen
+    /// since the buckets were first shown (see [`BucketNames`]).
+    pub fn model_view(&mut self, k: usize) -> ModelView {
+        ModelView {
+            version: self.version,
+            lineage: None,
+            model: self.cfg.model.clone(),
+            schema_digest: self.cfg.schema_digest(),
+            buckets: self.model.dim(),
+            nonzero: self.model.nonzero(),
+            weight_norm: self.model.weight_norm(),
+            intercept: self.model.bias(),
+            updates: self.counters.updates,
+            frozen: self.drift.frozen(),
+            coefficients: inspect::coefficients(&self.model, k, &mut self.names),
         }
     }
 
@@ -747,5 +819,63 @@ mod tests {
         let c = e.counters();
         assert_eq!(c.events_invalid[reason_index(Reason::TimestampInFuture)], 1);
         assert_eq!(c.events_scored, 2);
+    }
+
+    #[test]
+    fn the_model_view_names_its_buckets_from_the_events_that_follow() {
+        let mut e = Engine::new(Config::default(), |_| (MemoryBackend::default(), None));
+        let now = 1_780_000_000_000i64;
+        for i in 0..50 {
+            let ev = format!(
+                r#"{{"id":"e{i}","ts":{now},"features":{{"amount":{},"country":"{}"}}}}"#,
+                i % 7,
+                if i % 2 == 0 { "DE" } else { "FR" }
+            );
+            e.on_event(ev.as_bytes(), 0, now, now).expect("valid");
+            let label = format!(r#"{{"id":"e{i}","label":{}}}"#, i % 2);
+            e.on_label(label.as_bytes(), 0);
+        }
+        let first = e.model_view(10);
+        assert_eq!(first.updates, 50);
+        assert!(!first.coefficients.is_empty());
+        assert!(first.coefficients.iter().all(|c| c.feature.is_none()));
+        // One more event with the same features names every bucket shown.
+        let ev = format!(r#"{{"id":"x","ts":{now},"features":{{"amount":3,"country":"DE"}}}}"#);
+        e.on_event(ev.as_bytes(), 0, now, now).expect("valid");
+        let ev = format!(r#"{{"id":"y","ts":{now},"features":{{"amount":3,"country":"FR"}}}}"#);
+        e.on_event(ev.as_bytes(), 0, now, now).expect("valid");
+        let view = e.model_view(10);
+        let mut names: Vec<&str> = view
+            .coefficients
+            .iter()
+            .filter_map(|c| c.feature.as_deref())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["amount", "country=DE", "country=FR"]);
+        // The names agree with the buckets the encoder uses.
+        for c in &view.coefficients {
+            assert_eq!(c.weight, e.model().w[c.bucket as usize]);
+        }
+    }
+
+    #[test]
+    fn label_delays_are_label_time_minus_event_time_when_collected() {
+        let mut e = Engine::new(Config::default(), |_| (MemoryBackend::default(), None));
+        let now = 1_780_000_000_000i64;
+        let ev = |id: &str| format!(r#"{{"id":"{id}","ts":{now},"features":{{"amount":1}}}}"#);
+        e.on_event(ev("a").as_bytes(), 0, now, now).expect("valid");
+        e.on_label(br#"{"id":"a","label":1}"#, 0);
+        assert!(e.take_label_delays().is_empty(), "not collected by default");
+        e.collect_label_delays(true);
+        for id in ["b", "c", "d"] {
+            e.on_event(ev(id).as_bytes(), 0, now, now).expect("valid");
+        }
+        let with_ts = format!(r#"{{"id":"b","label":0,"ts":{}}}"#, now + 60_000);
+        e.on_label_at(with_ts.as_bytes(), 0, Some(now + 1));
+        e.on_label_at(br#"{"id":"c","label":0}"#, 0, Some(now + 5_000));
+        e.on_label_at(br#"{"id":"d","label":0}"#, 0, None);
+        // b: its own time wins over the record's; c: the record's; d: no time, no delay.
+        assert_eq!(e.take_label_delays(), [60_000, 5_000]);
+        assert!(e.take_label_delays().is_empty());
     }
 }

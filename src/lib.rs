@@ -13,6 +13,7 @@
 //! - [`drift`]    — PSI and KS per feature and on the score against a reference window.
 //! - [`ks`]       — the two-sample KS statistic and its p-value as scipy computes it.
 //! - [`metrics`]  — progressive (prequential) quality: log loss, AUC, calibration, Brier, rates.
+//! - [`inspect`]  — what `/model` shows: the largest coefficients, named by the values seen.
 //! - [`merge`]    — the timestamp merge of the two input topics, pure and deterministic.
 //! - [`kafka`]    — Kafka clients at the edge: configuration passthrough, backpressured sends.
 //! - [`join`]     — what was scored, waiting for its label: join outcomes and the store interface.
@@ -37,6 +38,7 @@ pub mod event;
 pub mod features;
 mod frame;
 pub mod hash;
+pub mod inspect;
 pub mod join;
 pub mod kafka;
 pub mod ks;

@@ -1,13 +1,15 @@
 //! Telemetry at the edge: the worker publishes a [`Status`] snapshot about once a second (and
 //! records latencies into hdrhistograms); a small HTTP/1.1 server on tokio serves it as
-//! Prometheus text on `/metrics`, liveness on `/healthz`, readiness on `/readyz`.
+//! Prometheus text on `/metrics`, liveness on `/healthz`, readiness on `/readyz`, the model on
+//! `/model`, and a live status page on `/` (which polls `/status.json`).
 //!
 //! Metric names live here, in [`render`], and only here. Labels stay low-cardinality (outcome,
 //! reason, feature name — never an event id).
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,6 +50,43 @@ pub struct Status {
     pub frozen: bool,
     /// The last drift window.
     pub drift: Option<WindowReport>,
+    /// Drift thresholds (`drift.psi_warn`, `drift.psi_alert`), for the status page.
+    pub psi_levels: (f64, f64),
+    /// Drift alerts raised by this process: (feature, level, count).
+    pub drift_alerts: Vec<(String, &'static str, u64)>,
+    /// Records not yet processed per assigned partition: (topic, partition, lag), from the
+    /// high watermark the consumer last fetched.
+    pub lag: Vec<(String, i32, i64)>,
+    /// Reliability diagram of everything learned: (mean predicted, observed rate, count) per
+    /// calibration bin.
+    pub reliability: Vec<(f64, f64, u64)>,
+}
+
+impl Status {
+    /// Share of the labels a window closed on that were real: joined / (joined + expired +
+    /// implicit). `None` before any.
+    pub fn label_coverage(&self) -> Option<f64> {
+        let c = &self.counters;
+        let joined = c.label(LabelCount::Joined);
+        let closed = joined + c.label(LabelCount::Expired) + c.label(LabelCount::Implicit);
+        (closed > 0).then(|| joined as f64 / closed as f64)
+    }
+}
+
+/// Bins of the score histogram on the status page.
+pub const SCORE_BINS: usize = 20;
+
+/// What the worker records per prediction and per label, behind one lock.
+#[derive(Debug)]
+struct Recorders {
+    /// Wall time from a record leaving the merge to its prediction being queued, µs.
+    score_latency_us: Histogram<u64>,
+    /// Event time to prediction, ms.
+    event_to_prediction_ms: Histogram<u64>,
+    /// Label time − event time of joined labels, ms.
+    label_delay_ms: Histogram<u64>,
+    /// Scores of this process's predictions, in [`SCORE_BINS`] equal bins of [0, 1].
+    scores: [u64; SCORE_BINS],
 }
 
 /// Shared between the worker (writer) and the HTTP server (reader).
@@ -55,12 +94,16 @@ pub struct Status {
 pub struct Telemetry {
     status: Mutex<Status>,
     /// When the worker last published (a stuck loop stops publishing).
-    published_at: Mutex<Option<std::time::Instant>>,
-    /// Wall time from an event's arrival in the loop to its prediction being queued, seconds ×1e6.
-    score_latency_us: Mutex<Histogram<u64>>,
-    /// Event time to prediction, milliseconds.
-    event_to_prediction_ms: Mutex<Histogram<u64>>,
+    published_at: Mutex<Option<Instant>>,
+    recorders: Mutex<Recorders>,
+    /// (time, events scored, labels handled) of the publications of the last [`RATE_SPAN`].
+    samples: Mutex<VecDeque<(Instant, u64, u64)>>,
+    /// `/model` as JSON, as the worker last published it.
+    model: Mutex<Option<String>>,
 }
+
+/// Span over which the status page's rates are measured.
+const RATE_SPAN: Duration = Duration::from_secs(10);
 
 impl Default for Telemetry {
     fn default() -> Self {
@@ -77,8 +120,14 @@ impl Default for Telemetry {
                 ..Status::default()
             }),
             published_at: Mutex::new(None),
-            score_latency_us: Mutex::new(h()),
-            event_to_prediction_ms: Mutex::new(h()),
+            recorders: Mutex::new(Recorders {
+                score_latency_us: h(),
+                event_to_prediction_ms: h(),
+                label_delay_ms: h(),
+                scores: [0; SCORE_BINS],
+            }),
+            samples: Mutex::new(VecDeque::new()),
+            model: Mutex::new(None),
         }
     }
 }
@@ -91,11 +140,48 @@ impl Telemetry {
 
     /// Replaces the published status.
     pub fn publish(&self, s: Status) {
+        let now = Instant::now();
+        if let Ok(mut q) = self.samples.lock() {
+            let labels = s.counters.labels.iter().sum();
+            q.push_back((now, s.counters.events_scored, labels));
+            while q.len() > 2 && q.front().is_some_and(|f| now - f.0 > RATE_SPAN) {
+                q.pop_front();
+            }
+        }
         if let Ok(mut st) = self.status.lock() {
             *st = s;
         }
         if let Ok(mut at) = self.published_at.lock() {
-            *at = Some(std::time::Instant::now());
+            *at = Some(now);
+        }
+    }
+
+    /// Replaces what `/model` answers.
+    pub fn publish_model(&self, json: String) {
+        if let Ok(mut m) = self.model.lock() {
+            *m = Some(json);
+        }
+    }
+
+    /// `/model` as last published.
+    pub fn model(&self) -> Option<String> {
+        self.model.lock().ok().and_then(|m| m.clone())
+    }
+
+    /// Events and labels per second over the last publications (about [`RATE_SPAN`]).
+    pub fn rates(&self) -> (f64, f64) {
+        let Ok(q) = self.samples.lock() else {
+            return (0.0, 0.0);
+        };
+        match (q.front(), q.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                let dt = (b.0 - a.0).as_secs_f64();
+                (
+                    b.1.saturating_sub(a.1) as f64 / dt,
+                    b.2.saturating_sub(a.2) as f64 / dt,
+                )
+            }
+            _ => (0.0, 0.0),
         }
     }
 
@@ -116,13 +202,27 @@ impl Telemetry {
         }
     }
 
-    /// Records one scoring: loop latency and event-time-to-prediction delay.
-    pub fn record_score(&self, latency: Duration, event_age_ms: i64) {
-        if let Ok(mut h) = self.score_latency_us.lock() {
-            let _ = h.record((latency.as_micros() as u64).max(1));
+    /// Records one scoring: loop latency, event-time-to-prediction delay and the score.
+    pub fn record_score(&self, latency: Duration, event_age_ms: i64, score: f64) {
+        if let Ok(mut r) = self.recorders.lock() {
+            let _ = r
+                .score_latency_us
+                .record((latency.as_micros() as u64).max(1));
+            let _ = r.event_to_prediction_ms.record(event_age_ms.max(1) as u64);
+            let bin = ((score * SCORE_BINS as f64) as usize).min(SCORE_BINS - 1);
+            r.scores[bin] += 1;
         }
-        if let Ok(mut h) = self.event_to_prediction_ms.lock() {
-            let _ = h.record((event_age_ms.max(1)) as u64);
+    }
+
+    /// Records the delays (label time − event time, ms) of joined labels.
+    pub fn record_label_delays(&self, delays_ms: &[i64]) {
+        if delays_ms.is_empty() {
+            return;
+        }
+        if let Ok(mut r) = self.recorders.lock() {
+            for d in delays_ms {
+                let _ = r.label_delay_ms.record((*d).max(1) as u64);
+            }
         }
     }
 
@@ -133,10 +233,118 @@ impl Telemetry {
 
     /// Prometheus text exposition of everything.
     pub fn render(&self) -> String {
-        let lat = self.score_latency_us.lock().map(|h| h.clone()).ok();
-        let age = self.event_to_prediction_ms.lock().map(|h| h.clone()).ok();
-        render(&self.status(), lat.as_ref(), age.as_ref())
+        let Ok(r) = self.recorders.lock() else {
+            return render(&self.status(), &[]);
+        };
+        let hists = [
+            Hist {
+                name: "streamlr_score_latency_seconds",
+                help: "From a record leaving the merge to its prediction queued.",
+                h: r.score_latency_us.clone(),
+                unit: 1e-6,
+                buckets: &LATENCY_BUCKETS,
+            },
+            Hist {
+                name: "streamlr_event_to_prediction_seconds",
+                help: "From the event's time to its prediction.",
+                h: r.event_to_prediction_ms.clone(),
+                unit: 1e-3,
+                buckets: &AGE_BUCKETS,
+            },
+            Hist {
+                name: "streamlr_label_delay_seconds",
+                help: "From the event's time to its label's time, for joined labels.",
+                h: r.label_delay_ms.clone(),
+                unit: 1e-3,
+                buckets: &DELAY_BUCKETS,
+            },
+        ];
+        drop(r);
+        render(&self.status(), &hists)
     }
+
+    /// What the status page shows, as JSON.
+    pub fn status_json(&self) -> String {
+        let s = self.status();
+        let (events_rate, labels_rate) = self.rates();
+        let (lat, age, scores) = match self.recorders.lock() {
+            Ok(r) => (
+                quantiles(&r.score_latency_us, 1e-6),
+                quantiles(&r.event_to_prediction_ms, 1e-3),
+                r.scores.to_vec(),
+            ),
+            Err(_) => Default::default(),
+        };
+        let q = s.quality.as_ref();
+        let labels: serde_json::Map<String, serde_json::Value> = LabelCount::ALL
+            .iter()
+            .map(|l| (l.as_str().to_string(), s.counters.label(*l).into()))
+            .collect();
+        let drift = s.drift.as_ref().map(|d| {
+            serde_json::json!({
+                "window": d.window,
+                "columns": d.columns.iter().map(|c| serde_json::json!({
+                    "feature": c.column, "psi": c.psi, "ks": c.ks, "level": c.level,
+                })).collect::<Vec<_>>(),
+            })
+        });
+        let not_ready = self.not_ready();
+        serde_json::json!({
+            "ready": not_ready.is_none(),
+            "not_ready": not_ready,
+            "model_version": s.model_version,
+            "checkpoint_age_seconds": s.checkpoint_age_seconds,
+            "partitions": s.partitions,
+            "frozen": s.frozen,
+            "events_per_second": events_rate,
+            "labels_per_second": labels_rate,
+            "scored": s.counters.events_scored,
+            "predictions": s.predictions,
+            "updates": s.counters.updates,
+            "dead_letters": s.dead_letters.iter().sum::<u64>(),
+            "labels": labels,
+            "label_coverage": s.label_coverage(),
+            "latency_seconds": lat,
+            "event_to_prediction_seconds": age,
+            "lag": s.lag.iter().map(|(t, p, n)| serde_json::json!({
+                "topic": t, "partition": p, "lag": n,
+            })).collect::<Vec<_>>(),
+            "quality": q.map(|q| serde_json::json!({
+                "log_loss": q.log_loss, "auc": q.auc, "calibration_error": q.ece, "labels": q.n,
+            })),
+            "reliability": s.reliability.iter().map(|(p, y, n)| serde_json::json!({
+                "predicted": p, "observed": y, "count": n,
+            })).collect::<Vec<_>>(),
+            "score_histogram": scores,
+            "psi_warn": s.psi_levels.0,
+            "psi_alert": s.psi_levels.1,
+            "drift": drift,
+        })
+        .to_string()
+    }
+}
+
+/// p50, p99 and p999 of `h` in seconds (`unit` seconds per recorded value).
+fn quantiles(h: &Histogram<u64>, unit: f64) -> serde_json::Value {
+    if h.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({
+        "p50": h.value_at_quantile(0.5) as f64 * unit,
+        "p99": h.value_at_quantile(0.99) as f64 * unit,
+        "p999": h.value_at_quantile(0.999) as f64 * unit,
+    })
+}
+
+/// A histogram to render.
+struct Hist {
+    name: &'static str,
+    help: &'static str,
+    h: Histogram<u64>,
+    /// Seconds per recorded value.
+    unit: f64,
+    /// Bucket bounds, seconds.
+    buckets: &'static [f64],
 }
 
 /// Bucket bounds (seconds) of the latency histograms.
@@ -147,17 +355,32 @@ const LATENCY_BUCKETS: [f64; 12] = [
 const AGE_BUCKETS: [f64; 10] = [
     0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 600.0, 3600.0, 86_400.0,
 ];
+/// Bucket bounds (seconds) of event time → label time: a minute to 30 days.
+const DELAY_BUCKETS: [f64; 11] = [
+    60.0,
+    300.0,
+    1800.0,
+    3600.0,
+    6.0 * 3600.0,
+    86_400.0,
+    2.0 * 86_400.0,
+    4.0 * 86_400.0,
+    7.0 * 86_400.0,
+    14.0 * 86_400.0,
+    30.0 * 86_400.0,
+];
 
-fn histogram(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    h: &Histogram<u64>,
-    unit: f64,
-    buckets: &[f64],
-) {
+fn histogram(out: &mut String, hist: &Hist) {
+    let Hist {
+        name,
+        help,
+        h,
+        unit,
+        buckets,
+    } = hist;
+    let unit = *unit;
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    for b in buckets {
+    for b in *buckets {
         let upto = (b / unit).floor() as u64;
         let n = h.count_between(0, upto);
         let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {n}");
@@ -178,16 +401,24 @@ fn histogram(
     }
 }
 
+/// A label value as the exposition format wants it: backslash, quote and newline escaped.
+fn esc(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        v.into()
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// The Prometheus exposition of a status and the latency histograms.
-pub fn render(
-    s: &Status,
-    latency_us: Option<&Histogram<u64>>,
-    age_ms: Option<&Histogram<u64>>,
-) -> String {
+/// The Prometheus exposition of a status and the histograms.
+fn render(s: &Status, hists: &[Hist]) -> String {
     let mut o = String::new();
     let c = &s.counters;
     family(
@@ -337,7 +568,8 @@ pub fn render(
             let _ = writeln!(
                 o,
                 "streamlr_feature_psi{{feature=\"{}\"}} {}",
-                col.column, col.psi
+                esc(&col.column),
+                col.psi
             );
         }
         family(
@@ -348,7 +580,11 @@ pub fn render(
         );
         for col in d.columns.iter().filter(|c| c.column != "score") {
             if let Some(ks) = col.ks {
-                let _ = writeln!(o, "streamlr_feature_ks{{feature=\"{}\"}} {ks}", col.column);
+                let _ = writeln!(
+                    o,
+                    "streamlr_feature_ks{{feature=\"{}\"}} {ks}",
+                    esc(&col.column)
+                );
             }
         }
         if let Some(sc) = d.columns.iter().find(|c| c.column == "score") {
@@ -361,30 +597,53 @@ pub fn render(
             let _ = writeln!(o, "streamlr_score_psi {}", sc.psi);
         }
     }
-    if let Some(h) = latency_us {
-        histogram(
-            &mut o,
-            "streamlr_score_latency_seconds",
-            "From a record leaving the merge to its prediction queued.",
-            h,
-            1e-6,
-            &LATENCY_BUCKETS,
+    family(
+        &mut o,
+        "streamlr_drift_alerts_total",
+        "counter",
+        "Drift flags raised by this process, per feature (or score) and level.",
+    );
+    for (feature, level, n) in &s.drift_alerts {
+        let _ = writeln!(
+            o,
+            "streamlr_drift_alerts_total{{feature=\"{}\",level=\"{level}\"}} {n}",
+            esc(feature)
         );
     }
-    if let Some(h) = age_ms {
-        histogram(
+    if let Some(r) = s.label_coverage() {
+        family(
             &mut o,
-            "streamlr_event_to_prediction_seconds",
-            "From the event's time to its prediction.",
-            h,
-            1e-3,
-            &AGE_BUCKETS,
+            "streamlr_label_coverage_ratio",
+            "gauge",
+            "Joined labels / (joined + expired + implicit): how many scored events got a real label.",
         );
+        let _ = writeln!(o, "streamlr_label_coverage_ratio {r}");
+    }
+    family(
+        &mut o,
+        "streamlr_consumer_lag",
+        "gauge",
+        "Records not yet processed, per assigned partition (from the last fetched high watermark).",
+    );
+    for (topic, p, n) in &s.lag {
+        let _ = writeln!(
+            o,
+            "streamlr_consumer_lag{{topic=\"{}\",partition=\"{p}\"}} {n}",
+            esc(topic)
+        );
+    }
+    for h in hists {
+        histogram(&mut o, h);
     }
     o
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the runtime stops.
+/// The live status page: one self-contained file (no external scripts, styles or fonts) that
+/// polls `/status.json`.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// Serves `/metrics`, `/healthz`, `/readyz`, `/model`, `/status.json` and the status page `/`
+/// on `listener` until the runtime stops.
 pub async fn serve(listener: TcpListener, telemetry: Arc<Telemetry>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
@@ -411,6 +670,12 @@ pub async fn serve(listener: TcpListener, telemetry: Arc<Telemetry>) {
                     None => (200, "text/plain", "ready\n".to_string()),
                     Some(why) => (503, "text/plain", format!("not ready: {why}\n")),
                 },
+                "/model" => match t.model() {
+                    Some(json) => (200, "application/json", json),
+                    None => (503, "text/plain", "no model published yet\n".to_string()),
+                },
+                "/status.json" => (200, "application/json", t.status_json()),
+                "/" | "/index.html" => (200, "text/html; charset=utf-8", STATUS_PAGE.to_string()),
                 _ => (404, "text/plain", "not found\n".to_string()),
             };
             let reason = match code {
@@ -444,7 +709,7 @@ mod tests {
         s.dead_letters[1] = 2;
         t.publish(s);
         for us in [5u64, 50, 500, 5_000] {
-            t.record_score(Duration::from_micros(us), 1_000);
+            t.record_score(Duration::from_micros(us), 1_000, 0.5);
         }
         let text = t.render();
         assert!(
@@ -473,5 +738,116 @@ mod tests {
             );
         }
         assert!(text.contains("streamlr_score_latency_seconds_count 4"));
+    }
+
+    #[test]
+    fn coverage_lag_alerts_and_label_delays_are_exported() {
+        let t = Telemetry::default();
+        let mut s = Status {
+            counters: Counters::new(),
+            ..Status::default()
+        };
+        s.counters.labels[LabelCount::Joined as usize] = 6;
+        s.counters.labels[LabelCount::Expired as usize] = 2;
+        s.counters.labels[LabelCount::Duplicate as usize] = 9; // not a closed window
+        s.lag = vec![("events".into(), 3, 42)];
+        s.drift_alerts = vec![("we\"ird".into(), "alert", 2)];
+        t.publish(s);
+        // 30 s, 2 h, 2.5 days.
+        t.record_label_delays(&[30_000, 7_200_000, 216_000_000]);
+        let text = t.render();
+        for line in [
+            "streamlr_label_coverage_ratio 0.75",
+            "streamlr_consumer_lag{topic=\"events\",partition=\"3\"} 42",
+            "streamlr_drift_alerts_total{feature=\"we\\\"ird\",level=\"alert\"} 2",
+            "streamlr_label_delay_seconds_bucket{le=\"60\"} 1",
+            "streamlr_label_delay_seconds_bucket{le=\"3600\"} 1",
+            "streamlr_label_delay_seconds_bucket{le=\"21600\"} 2",
+            "streamlr_label_delay_seconds_bucket{le=\"172800\"} 2",
+            "streamlr_label_delay_seconds_bucket{le=\"345600\"} 3",
+            "streamlr_label_delay_seconds_count 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // No coverage before any window closed.
+        t.publish(Status::default());
+        assert!(!t.render().contains("streamlr_label_coverage_ratio"));
+    }
+
+    #[test]
+    fn the_status_json_has_what_the_page_draws() {
+        let t = Telemetry::default();
+        for score in [0.0, 0.5, 0.999, 1.0] {
+            t.record_score(Duration::from_micros(100), 1_000, score);
+        }
+        let mut s = Status {
+            counters: Counters::new(),
+            psi_levels: (0.1, 0.25),
+            reliability: vec![(0.1, 0.08, 50), (0.9, 0.85, 20)],
+            ..Status::default()
+        };
+        s.counters.events_scored = 4;
+        s.counters.labels[LabelCount::Joined as usize] = 1;
+        t.publish(s);
+        let v: serde_json::Value = serde_json::from_str(&t.status_json()).expect("json");
+        let hist: Vec<u64> = serde_json::from_value(v["score_histogram"].clone()).expect("bins");
+        assert_eq!(hist.len(), SCORE_BINS);
+        assert_eq!((hist[0], hist[10], hist[19]), (1, 1, 2), "{hist:?}");
+        assert_eq!(hist.iter().sum::<u64>(), 4);
+        assert_eq!(v["labels"]["joined"], 1);
+        assert_eq!(v["label_coverage"], 1.0);
+        assert_eq!(v["reliability"][1]["observed"], 0.85);
+        assert_eq!(v["psi_alert"], 0.25);
+        let p50 = v["latency_seconds"]["p50"].as_f64().expect("p50");
+        assert!((p50 - 1e-4).abs() < 1e-6, "{p50}");
+        assert_eq!(v["ready"], true);
+    }
+
+    #[test]
+    fn rates_come_from_the_publications_of_the_last_seconds() {
+        let t = Telemetry::default();
+        let mut s = Status {
+            counters: Counters::new(),
+            ..Status::default()
+        };
+        t.publish(s.clone());
+        std::thread::sleep(Duration::from_millis(200));
+        s.counters.events_scored = 100;
+        s.counters.labels[0] = 50;
+        t.publish(s);
+        let (events, labels) = t.rates();
+        // 100 events in a little over 0.2 s: at most 500/s, and well above 0.
+        assert!(events > 100.0 && events <= 500.0, "{events}");
+        assert!((labels - events / 2.0).abs() < 1e-9, "{labels} vs {events}");
+    }
+
+    #[tokio::test]
+    async fn the_server_answers_the_page_the_model_and_the_status() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let t = Telemetry::new();
+        tokio::spawn(serve(listener, t.clone()));
+        let get = |path: &'static str| async move {
+            let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .expect("write");
+            let mut out = String::new();
+            sock.read_to_string(&mut out).await.expect("read");
+            out
+        };
+        let page = get("/").await;
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("text/html") && page.contains("/status.json"));
+        // Self-contained: nothing is loaded from elsewhere (no scripts, styles, fonts, images).
+        for loads in ["src=", "<link", "@import", "url("] {
+            assert!(!page.contains(loads), "the page loads something: {loads}");
+        }
+        assert!(get("/model").await.starts_with("HTTP/1.1 503"));
+        t.publish_model(r#"{"version":3}"#.into());
+        let model = get("/model").await;
+        assert!(model.starts_with("HTTP/1.1 200") && model.ends_with(r#"{"version":3}"#));
+        let status = get("/status.json").await;
+        assert!(status.contains("application/json") && status.contains("\"score_histogram\""));
     }
 }

@@ -42,6 +42,7 @@ use crate::checkpoint::PartitionOffset;
 use crate::config::Config;
 use crate::engine::{Engine, LabelCount, LabelResult};
 use crate::event::DecodeError;
+use crate::inspect::Lineage;
 use crate::kafka::{self, TopicError};
 use crate::merge::{Merge, Next, Record, Side};
 use crate::state::{StateDir, StateError};
@@ -186,10 +187,39 @@ impl BrokerHealth {
     }
 }
 
+/// High watermarks per (topic, partition), from librdkafka's statistics (every
+/// `statistics.interval.ms`, [`STATS_INTERVAL_MS`] unless configured): for consumer lag.
+#[derive(Debug, Default)]
+struct Watermarks(Mutex<BTreeMap<(String, i32), i64>>);
+
+impl Watermarks {
+    fn update(&self, stats: &rdkafka::Statistics) {
+        let Ok(mut m) = self.0.lock() else {
+            return;
+        };
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.hi_offset >= 0 {
+                    m.insert((topic.clone(), *p), part.hi_offset);
+                }
+            }
+        }
+    }
+
+    fn high(&self, topic: &str, partition: i32) -> Option<i64> {
+        let m = self.0.lock().ok()?;
+        m.get(&(topic.to_string(), partition)).copied()
+    }
+}
+
+/// librdkafka statistics interval unless `statistics.interval.ms` is configured.
+const STATS_INTERVAL_MS: &str = "5000";
+
 /// The group consumer's context: queues rebalances for the loop.
 #[derive(Debug)]
 struct GroupContext {
     health: Arc<BrokerHealth>,
+    watermarks: Arc<Watermarks>,
     pending: Mutex<VecDeque<Rebalance>>,
     /// Set once the final cut is written: rebalances are then acknowledged directly, so the
     /// consumer can leave the group on drop.
@@ -200,6 +230,10 @@ struct GroupContext {
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
         client_error(error, reason, &self.health);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.watermarks.update(&statistics);
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -279,10 +313,15 @@ impl ConsumerContext for GroupContext {
 #[derive(Debug)]
 struct PlainContext {
     health: Arc<BrokerHealth>,
+    watermarks: Arc<Watermarks>,
 }
 impl ClientContext for PlainContext {
     fn error(&self, error: KafkaError, reason: &str) {
         client_error(error, reason, &self.health);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.watermarks.update(&statistics);
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -361,6 +400,8 @@ fn now_ms() -> i64 {
 
 /// How often the join's wall-clock rule runs.
 const TICK: Duration = Duration::from_secs(1);
+/// How often `/model` is refreshed (it scans every weight).
+const MODEL_EVERY: Duration = Duration::from_secs(5);
 /// How often a progress line is logged.
 const PROGRESS: Duration = Duration::from_secs(10);
 /// Records taken from one consumer per poll round (keeps rebalances and cuts responsive).
@@ -399,6 +440,13 @@ struct Worker {
     cut_at: Option<Instant>,
     cut_seconds: f64,
     stop: Stop,
+    /// Drift flags raised by this process, by (column, level).
+    drift_alerts: BTreeMap<(String, &'static str), u64>,
+    watermarks: Arc<Watermarks>,
+    /// The last checkpoint, for `/model`.
+    lineage: Option<Lineage>,
+    /// When `/model` was last published.
+    model_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -425,7 +473,9 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     }
     let opener = state.store().clone();
     let mut engine = Engine::new(cfg.clone(), move |p| opener.shard_or_poisoned(p as u32));
+    engine.collect_label_delays(true);
     let mut known = BTreeMap::new();
+    let lineage = restored.meta.as_ref().map(lineage_of);
     match (restored.meta, restored.learner) {
         (Some(meta), Some(learner)) => {
             info!(
@@ -452,6 +502,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     let k = &cfg.kafka;
     let waker = Arc::new(Waker::default());
     let health = Arc::new(BrokerHealth::default());
+    let watermarks = Arc::new(Watermarks::default());
     let reset_latest = matches!(
         k.client.get("auto.offset.reset").map(String::as_str),
         Some("latest" | "largest" | "end")
@@ -460,6 +511,9 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         let mut c = kafka::client_config(&k.brokers, &k.client);
         if !k.client.contains_key("auto.offset.reset") {
             c.set("auto.offset.reset", "earliest");
+        }
+        if !k.client.contains_key("statistics.interval.ms") {
+            c.set("statistics.interval.ms", STATS_INTERVAL_MS);
         }
         for (key, v) in extra {
             c.set(*key, *v);
@@ -475,6 +529,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     ])
     .create_with_context(GroupContext {
         health: health.clone(),
+        watermarks: watermarks.clone(),
         pending: Mutex::new(VecDeque::new()),
         closing: AtomicBool::new(false),
         waker: waker.clone(),
@@ -490,6 +545,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     ])
     .create_with_context(PlainContext {
         health: health.clone(),
+        watermarks: watermarks.clone(),
     })
     .map_err(kerr("creating the labels consumer"))?;
     let w = waker.clone();
@@ -549,6 +605,10 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         cut_at: None,
         cut_seconds: 0.0,
         stop: stop.clone(),
+        drift_alerts: BTreeMap::new(),
+        watermarks,
+        lineage,
+        model_at: None,
     };
     worker.publish();
     let result = worker.run_loop(&stop);
@@ -757,13 +817,15 @@ impl Worker {
                     self.telemetry.record_score(
                         started.elapsed(),
                         pred.scored_at.saturating_sub(pred.event_ts),
+                        pred.score,
                     );
                 }
                 Err(e) => self.dead_letter(&r, &e)?,
             },
             Side::Label => {
                 self.label_from.entry(r.partition).or_insert(r.offset);
-                match self.engine.on_label(payload, r.partition) {
+                let record_ts = (r.ts > 0).then_some(r.ts);
+                match self.engine.on_label_at(payload, r.partition, record_ts) {
                     LabelResult::Invalid(e) => self.dead_letter(&r, &e)?,
                     LabelResult::Handled(Some(LabelCount::Joined)) | LabelResult::Handled(_) => {}
                 }
@@ -780,13 +842,20 @@ impl Worker {
     /// Logs a drift window's flagged columns and the action taken, and produces the report to
     /// `kafka.drift_topic` when one is set.
     fn drift_report(&mut self, r: &crate::drift::WindowReport) -> Result<(), WorkerError> {
+        let model_version = self.engine.version();
         for c in r.flagged() {
             let (psi, ks, ks_p) = (c.psi, c.ks.unwrap_or(f64::NAN), c.ks_p.unwrap_or(f64::NAN));
-            if c.level == crate::drift::Level::Alert {
-                warn!(window = r.window, column = %c.column, psi, ks, ks_p, level = "alert", "Drift detected");
+            let level = if c.level == crate::drift::Level::Alert {
+                warn!(window = r.window, column = %c.column, psi, ks, ks_p, level = "alert", model_version, "Drift detected");
+                "alert"
             } else {
-                info!(window = r.window, column = %c.column, psi, ks, ks_p, level = "warn", "Drift detected");
-            }
+                info!(window = r.window, column = %c.column, psi, ks, ks_p, level = "warn", model_version, "Drift detected");
+                "warn"
+            };
+            *self
+                .drift_alerts
+                .entry((c.column.clone(), level))
+                .or_default() += 1;
         }
         if r.action != "none" {
             warn!(window = r.window, action = r.action, "Drift action");
@@ -825,6 +894,13 @@ impl Worker {
         let key = r.key.as_deref().unwrap_or_default();
         let key = &key[..key.len().min(DEAD_LETTER_KEY_MAX)];
         self.send(&topic, key, &bytes)?;
+        debug!(
+            topic = dl.topic,
+            partition = r.partition,
+            offset = r.offset,
+            reason = dl.reason,
+            "Dead letter"
+        );
         if let Some(i) = crate::event::Reason::ALL
             .iter()
             .position(|x| *x == e.reason)
@@ -920,6 +996,7 @@ impl Worker {
             })
             .collect();
         let meta = self.state.cut(&mut self.engine, offsets, ranges)?;
+        self.lineage = Some(lineage_of(&meta));
         self.label_from.clear();
         self.dirty = false;
         self.last_cut = Instant::now();
@@ -976,7 +1053,7 @@ impl Worker {
     /// Partitions are taken away: cut and commit first, then let go.
     fn revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), WorkerError> {
         let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        info!(partitions = ?parts, "Partitions revoked: checkpoint and commit first");
+        info!(partitions = ?parts, model_version = self.engine.version(), "Partitions revoked: checkpoint and commit first");
         if self.group.assignment_lost() {
             // The group already gave these partitions to someone else (session timed out): a
             // commit would fail. The cut still makes our state durable for a later return.
@@ -1109,7 +1186,7 @@ impl Worker {
             }
             self.assigned.insert(p);
         }
-        info!(partitions = ?parts, "Partitions assigned");
+        info!(partitions = ?parts, model_version = self.engine.version(), "Partitions assigned");
         self.publish();
         self.group
             .assign(&events)
@@ -1120,8 +1197,19 @@ impl Worker {
         Ok(())
     }
 
-    /// Publishes the status for `/metrics` and `/readyz`.
-    fn publish(&self) {
+    /// Publishes the status for `/metrics`, `/readyz` and the status page, and every
+    /// [`MODEL_EVERY`] the model for `/model`.
+    fn publish(&mut self) {
+        self.telemetry
+            .record_label_delays(&self.engine.take_label_delays());
+        if self.model_at.is_none_or(|t| t.elapsed() >= MODEL_EVERY) {
+            self.model_at = Some(Instant::now());
+            let mut view = self.engine.model_view(self.cfg.http.model_coefficients);
+            view.lineage = self.lineage.clone();
+            if let Ok(json) = serde_json::to_string(&view) {
+                self.telemetry.publish_model(json);
+            }
+        }
         let not_ready = if let Some(e) = self.health.recent() {
             Some(format!("broker unreachable: {e}"))
         } else if self.assigned.is_empty() {
@@ -1144,7 +1232,32 @@ impl Worker {
             not_ready,
             frozen: self.engine.drift().frozen(),
             drift: self.last_drift.clone(),
+            psi_levels: (self.cfg.drift.psi_warn, self.cfg.drift.psi_alert),
+            drift_alerts: self
+                .drift_alerts
+                .iter()
+                .map(|((c, l), n)| (c.clone(), *l, *n))
+                .collect(),
+            lag: self.lag(),
+            reliability: self.engine.quality().total.reliability(),
         });
+    }
+
+    /// Records not yet processed per assigned partition: the high watermark in librdkafka's
+    /// last statistics minus the next offset to process (records fetched but still in the
+    /// merge count as lag). Partitions with no watermark or no position yet are left out.
+    fn lag(&self) -> Vec<(String, i32, i64)> {
+        let mut out = Vec::new();
+        for ((side, p), next) in &self.known {
+            if !self.assigned.contains(p) || *next < 0 {
+                continue;
+            }
+            let topic = self.topic(*side);
+            if let Some(high) = self.watermarks.high(topic, *p) {
+                out.push((topic.to_string(), *p, (high - next).max(0)));
+            }
+        }
+        out
     }
 
     fn log_progress(&mut self) {
@@ -1169,6 +1282,16 @@ impl Worker {
             at: Instant::now(),
             scored: c.events_scored,
         };
+    }
+}
+
+/// The lineage `/model` shows for a checkpoint.
+fn lineage_of(m: &crate::checkpoint::CheckpointMeta) -> Lineage {
+    Lineage {
+        checkpoint: m.version,
+        parent: m.parent,
+        created_at_ms: m.created_at_ms,
+        note: m.lineage.clone(),
     }
 }
 

@@ -18,7 +18,12 @@ fn exported() -> BTreeSet<String> {
         unseen_rate: None,
         level: Level::Ok,
     };
+    let mut counters = streamlr::engine::Counters::new();
+    counters.labels[0] = 3;
     t.publish(Status {
+        counters,
+        lag: vec![("events".into(), 0, 5)],
+        drift_alerts: vec![("amount".into(), "warn", 1)],
         quality: Some({
             let mut q = streamlr::metrics::Quality::new(0.5, 10);
             q.add(0.2, false);
@@ -35,7 +40,7 @@ fn exported() -> BTreeSet<String> {
         }),
         ..Status::default()
     });
-    t.record_score(Duration::from_micros(10), 10);
+    t.record_score(Duration::from_micros(10), 10, 0.5);
     // Sample names, and metric family names from the `# TYPE` lines (a histogram's base name).
     t.render()
         .lines()
@@ -89,6 +94,45 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         assert!(
             exported.contains(name),
             "{name} is used but not exported; exported: {exported:?}"
+        );
+    }
+}
+
+/// The metrics the operations issue promises, by name: each is exported, and README documents
+/// each.
+#[test]
+fn every_promised_metric_is_exported_and_documented() {
+    let exported = exported();
+    let readme = file("README.md");
+    for name in [
+        "streamlr_events_total",
+        "streamlr_predictions_total",
+        "streamlr_dead_letters_total",
+        "streamlr_labels_total",
+        "streamlr_updates_total",
+        "streamlr_score_latency_seconds",
+        "streamlr_event_to_prediction_seconds",
+        "streamlr_label_delay_seconds",
+        "streamlr_join_store_entries",
+        "streamlr_model_version",
+        "streamlr_checkpoint_age_seconds",
+        "streamlr_checkpoint_duration_seconds",
+        "streamlr_progressive_log_loss",
+        "streamlr_progressive_auc",
+        "streamlr_calibration_error",
+        "streamlr_feature_psi",
+        "streamlr_feature_ks",
+        "streamlr_score_psi",
+        "streamlr_drift_alerts_total",
+        "streamlr_consumer_lag",
+        "streamlr_weight_norm",
+        "streamlr_label_coverage_ratio",
+        "streamlr_learning_frozen",
+    ] {
+        assert!(exported.contains(name), "{name} is not exported");
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is not in README"
         );
     }
 }
