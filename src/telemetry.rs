@@ -276,9 +276,9 @@ impl Telemetry {
             Err(_) => Default::default(),
         };
         let q = s.quality.as_ref();
-        let labels: serde_json::Map<String, serde_json::Value> = LabelCount::ALL
+        let labels: Vec<serde_json::Value> = LabelCount::ALL
             .iter()
-            .map(|l| (l.as_str().to_string(), s.counters.label(*l).into()))
+            .map(|l| serde_json::json!({"outcome": l.as_str(), "count": s.counters.label(*l)}))
             .collect();
         let drift = s.drift.as_ref().map(|d| {
             serde_json::json!({
@@ -794,7 +794,10 @@ mod tests {
         assert_eq!(hist.len(), SCORE_BINS);
         assert_eq!((hist[0], hist[10], hist[19]), (1, 1, 2), "{hist:?}");
         assert_eq!(hist.iter().sum::<u64>(), 4);
-        assert_eq!(v["labels"]["joined"], 1);
+        assert_eq!(
+            v["labels"][0],
+            serde_json::json!({"outcome": "joined", "count": 1})
+        );
         assert_eq!(v["label_coverage"], 1.0);
         assert_eq!(v["reliability"][1]["observed"], 0.85);
         assert_eq!(v["psi_alert"], 0.25);
