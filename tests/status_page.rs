@@ -143,7 +143,9 @@ fn the_status_page_draws_a_running_worker() {
             .iter()
             .filter_map(|c| c["feature"].as_str().map(str::to_string))
             .collect();
-        (names.len() >= 5).then_some(names)
+        // Checkpoints are cut every second: by now the view carries the last one's lineage.
+        let checkpoint = v["lineage"]["checkpoint"].as_u64()?;
+        (names.len() >= 5 && checkpoint >= 1).then_some(names)
     });
     // The simulator's features (amount, country=C07, mcc=5411, ...), never a bucket number.
     let known = [
@@ -162,10 +164,6 @@ fn the_status_page_draws_a_running_worker() {
         let base = n.split('=').next().unwrap_or_default();
         assert!(known.contains(&base), "{n} is not a simulator feature");
     }
-    assert!(
-        model["lineage"].is_object() || model["lineage"].is_null(),
-        "{model}"
-    );
 
     // Everything processed: the status, the metrics and lag agree.
     let s = common::wait_for(LONG, "every event scored and a drift window", || {
@@ -236,7 +234,10 @@ fn the_status_page_draws_a_running_worker() {
     assert_eq!(psi.len(), columns.len());
     assert!(psi.len() >= 4, "amount, country, new_device and the score");
     for (bar, col) in psi.iter().zip(columns) {
-        assert_eq!(Some(*bar), col["psi"].as_f64());
+        // The same number printed by JavaScript and parsed here, and parsed by serde_json
+        // (whose default float parsing may be one ulp off): equal to 1e-12 relative.
+        let want = col["psi"].as_f64().expect("psi");
+        assert!((bar - want).abs() <= 1e-12 * want.abs(), "{bar} vs {want}");
     }
     let lines = attrs(&dom, "psi", "line", "class");
     assert!(lines.iter().any(|c| c == "warn") && lines.iter().any(|c| c == "alert"));
