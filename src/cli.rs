@@ -216,7 +216,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         Err(e) => tracing::error!(error = %e, "HTTP server failed"),
                     }
                 });
-                tracing::info!(%addr, "HTTP listening (/metrics, /healthz, /readyz)");
+                tracing::info!(%addr, "HTTP listening (/ status page, /metrics, /healthz, /readyz, /model)");
             }
             let on_signal = stop.clone();
             rt.spawn(async move {
