@@ -3,8 +3,8 @@
 //!   categorical features) in a 2^20-bucket model;
 //! - `decode_encode_score`: JSON bytes → decoded event → feature vector → score;
 //! - `drift`: drift bookkeeping per event with 30 declared features (20 numeric, 10 categorical):
-//!   extract + observe, window evaluations (PSI, KS with p-value over 31 columns) amortized in;
-//!   and one window evaluation alone;
+//!   sample check + extract + observe, window evaluations (PSI, KS with p-value over 31 columns)
+//!   amortized in, watching every event and one in 16 or 32 (`drift.sample_every`); extract alone;
 //! - `snapshot`: serialize the learner state.
 //!
 //! Run: `cargo bench --bench core`.
@@ -155,34 +155,44 @@ fn drift(c: &mut Criterion) {
     let decoder = Decoder::new(InputConfig::default(), LimitsConfig::default());
     let mut rng = Rng::new(4);
     let lines = wide_lines(20_000, &mut rng);
-    let cfg = DriftConfig::default();
-    let mut d = Drift::new(&cfg, &features);
-    let rows: Vec<Vec<f64>> = lines
-        .iter()
-        .filter_map(|l| decoder.decode_event(l.as_bytes()).ok())
-        .map(|ev| {
-            let mut v = Vec::new();
-            d.extract(&ev, &mut v);
-            v
-        })
-        .collect();
-    // Past the reference, so every call is the steady state (windows evaluated every 5000).
-    for (i, r) in rows.iter().take(10_000).enumerate() {
-        d.observe(r, (i % 100) as f64 / 100.0);
-    }
-    let mut i = 0;
-    c.bench_function("drift/observe_amortized_30_features", |b| {
-        b.iter(|| {
-            let r = &rows[i % rows.len()];
-            i += 1;
-            black_box(d.observe(r, (i % 100) as f64 / 100.0));
-        })
-    });
     let evs: Vec<_> = lines
         .iter()
-        .take(4096)
         .filter_map(|l| decoder.decode_event(l.as_bytes()).ok())
         .collect();
+    // The whole per-event bookkeeping as the engine does it: is the event watched, extract its
+    // values, observe them (window evaluations amortized in), for every event and with
+    // `drift.sample_every` = 16 and 32.
+    for every in [1u32, 16, 32] {
+        let cfg = DriftConfig {
+            sample_every: every,
+            ..DriftConfig::default()
+        };
+        let mut d = Drift::new(&cfg, &features);
+        let mut out = Vec::new();
+        let mut step = |d: &mut Drift, i: usize| {
+            let ev = &evs[i % evs.len()];
+            if d.samples(&ev.id) {
+                d.extract(ev, &mut out);
+                black_box(d.observe(&out, (i % 100) as f64 / 100.0));
+            }
+        };
+        // Past the reference, so every call is the steady state.
+        let warm = cfg.reference_events * every as usize * 2;
+        for i in 0..warm {
+            step(&mut d, i);
+        }
+        let mut i = warm;
+        c.bench_function(
+            &format!("drift/per_event_30_features_sample_{every}"),
+            |b| {
+                b.iter(|| {
+                    step(&mut d, i);
+                    i += 1;
+                })
+            },
+        );
+    }
+    let d = Drift::new(&DriftConfig::default(), &features);
     let mut out = Vec::new();
     let mut i = 0;
     c.bench_function("drift/extract_30_features", |b| {

@@ -152,6 +152,10 @@ pub struct DriftConfig {
     pub window_events: usize,
     /// Evaluate every this many events; 0 = every `window_events` (tumbling windows).
     pub evaluate_every: usize,
+    /// Watch one event in this many, chosen by a hash of its id (so replay and the worker, and
+    /// every restart, watch the same events). 1 = every event. Reference and window sizes count
+    /// watched events.
+    pub sample_every: u32,
     /// Quantile bins of numeric columns (+ one for missing).
     pub bins: usize,
     /// Categories kept by name per categorical column (+ other, unseen, missing).
@@ -176,6 +180,7 @@ impl Default for DriftConfig {
             reference_events: 10_000,
             window_events: 5_000,
             evaluate_every: 0,
+            sample_every: 1,
             bins: 10,
             top_k: 10,
             epsilon: 1e-4,
@@ -978,6 +983,13 @@ impl Config {
                 "drift.evaluate_every",
                 d.evaluate_every.to_string(),
                 "must be <= drift.window_events (0 = tumbling)",
+            );
+        }
+        if d.sample_every == 0 {
+            bad(
+                "drift.sample_every",
+                "0".into(),
+                "must be >= 1 (1 = every event)",
             );
         }
         if !(2..=100).contains(&d.bins) {

@@ -145,6 +145,9 @@ pub struct Drift {
 }
 
 /// Hash of a category value (the same text a categorical feature is hashed from).
+/// Seed of the id hash that picks the watched events (`drift.sample_every`).
+pub const SAMPLE_SEED: u32 = 0x0d41_f7e5;
+
 fn cat_hash(s: &str) -> f64 {
     f64::from(crate::hash::murmur3_32(s.as_bytes(), 0x0d71_f7ed))
 }
@@ -187,6 +190,16 @@ impl Drift {
             kinds,
             by_name,
         }
+    }
+
+    /// Whether the event with this id is watched: drift is enabled and the id falls in the
+    /// `sample_every` sample (MurmurHash3 of the id, seed [`SAMPLE_SEED`], modulo N is 0).
+    #[inline]
+    pub fn samples(&self, id: &str) -> bool {
+        self.cfg.enabled
+            && (self.cfg.sample_every <= 1
+                || crate::hash::murmur3_32(id.as_bytes(), SAMPLE_SEED)
+                    .is_multiple_of(self.cfg.sample_every))
     }
 
     /// Column names, the score last.
@@ -719,5 +732,78 @@ mod tests {
         restored.restore_learner(back);
         assert!(restored.drift().frozen());
         assert_eq!(restored.drift().state(), e.drift().state());
+    }
+
+    #[test]
+    fn sampling_watches_one_id_in_n_and_always_the_same_ones() {
+        let sampled = |n: u32| {
+            let d = Drift::new(
+                &DriftConfig {
+                    sample_every: n,
+                    ..cfg()
+                },
+                &features(),
+            );
+            (0..100_000)
+                .filter(|i| d.samples(&format!("tx-{i}")))
+                .collect::<Vec<u32>>()
+        };
+        assert_eq!(sampled(1).len(), 100_000);
+        let a = sampled(16);
+        // Binomial(100 000, 1/16): mean 6250, sd 76.5; ±5 sd.
+        assert!((5_867..=6_633).contains(&a.len()), "{}", a.len());
+        assert_eq!(a, sampled(16), "deterministic");
+        // The ids in the sample are those whose hash is 0 modulo 16, by the documented hash.
+        for i in a.iter().take(100) {
+            let h = crate::hash::murmur3_32(format!("tx-{i}").as_bytes(), SAMPLE_SEED);
+            assert!(h.is_multiple_of(16));
+        }
+        let off = Drift::new(
+            &DriftConfig {
+                enabled: false,
+                ..cfg()
+            },
+            &features(),
+        );
+        assert!(!off.samples("tx-1"));
+    }
+
+    #[test]
+    fn a_sampled_engine_counts_windows_in_watched_events_and_still_detects() {
+        use crate::engine::Engine;
+        use crate::join::MemoryBackend;
+        let cfg = crate::config::Config {
+            features: features(),
+            drift: DriftConfig {
+                reference_events: 200,
+                window_events: 200,
+                sample_every: 4,
+                ..DriftConfig::default()
+            },
+            ..crate::config::Config::default()
+        };
+        let mut e = Engine::new(cfg, |_| (MemoryBackend::default(), None));
+        let mut rng = Rng::new(3);
+        let (mut watched, mut reports) = (0, Vec::new());
+        for i in 0..6_000u32 {
+            let id = format!("e{i}");
+            watched += usize::from(e.drift().samples(&id));
+            let shift = if i >= 4_000 { 2.0 } else { 0.0 };
+            let ev = format!(
+                r#"{{"id":"{id}","ts":{},"features":{{"a":{},"b":{},"c":{},"cat":"x"}}}}"#,
+                1_000 + i,
+                rng.normal() + shift,
+                rng.normal(),
+                rng.normal()
+            );
+            e.on_event(ev.as_bytes(), 0, 0, 0).expect("scored");
+            reports.extend(e.take_drift_reports());
+        }
+        // Reference and windows count watched events only.
+        assert!((1_300..1_700).contains(&watched), "{watched}");
+        assert_eq!(reports.len(), (watched - 200) / 200);
+        let last = reports.last().expect("a window");
+        assert_eq!(level_of(last, "a"), Level::Alert, "the shift is seen");
+        assert_ne!(level_of(&reports[0], "a"), Level::Alert);
     }
 }

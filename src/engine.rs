@@ -165,8 +165,9 @@ pub struct EncodedEvent {
     pub ignored: u32,
     /// A name per slot, when the caller asked for them (to name contributions).
     pub names: Vec<String>,
-    /// The event's values per drift column (see [`Drift::extract`]).
-    pub drift: Vec<f64>,
+    /// The event's values per drift column (see [`Drift::extract`]); `None` when drift does
+    /// not watch this event ([`Drift::samples`]).
+    pub drift: Option<Vec<f64>>,
 }
 
 /// Encodes a decoded event with `encoder` (whose scaling statistics it updates) into an owned
@@ -188,8 +189,11 @@ pub fn encode_event(
     } else {
         Vec::new()
     };
-    let mut values = Vec::new();
-    drift.extract(ev, &mut values);
+    let values = drift.samples(&ev.id).then(|| {
+        let mut values = Vec::new();
+        drift.extract(ev, &mut values);
+        values
+    });
     Ok(EncodedEvent {
         id: ev.id.to_string(),
         ts: ev.ts.unwrap_or(fallback_ts),
@@ -386,8 +390,12 @@ impl<B: JoinBackend> Engine<B> {
         let ts = ev.ts.unwrap_or(fallback_ts);
         let x = self.enc.x.clone();
         let mut values = std::mem::take(&mut self.drift_values);
-        self.drift.extract(ev, &mut values);
-        let scored = self.apply(&ev.id, partition, ts, x, self.enc.ignored, &values);
+        let watched = self.drift.samples(&ev.id);
+        if watched {
+            self.drift.extract(ev, &mut values);
+        }
+        let drift = watched.then_some(values.as_slice());
+        let scored = self.apply(&ev.id, partition, ts, x, self.enc.ignored, drift);
         self.drift_values = values;
         Ok(scored)
     }
@@ -402,7 +410,7 @@ impl<B: JoinBackend> Engine<B> {
                 }
             }
         }
-        self.apply(&e.id, partition, e.ts, e.x, e.ignored, &e.drift)
+        self.apply(&e.id, partition, e.ts, e.x, e.ignored, e.drift.as_deref())
     }
 
     fn apply(
@@ -412,11 +420,13 @@ impl<B: JoinBackend> Engine<B> {
         ts: i64,
         x: SparseVec,
         ignored: u32,
-        drift_values: &[f64],
+        drift_values: Option<&[f64]>,
     ) -> Scored {
         self.counters.features_ignored += u64::from(ignored);
         let score = self.model.score(&x);
-        if let Some(report) = self.drift.observe(drift_values, score) {
+        if let Some(values) = drift_values
+            && let Some(report) = self.drift.observe(values, score)
+        {
             self.drift_reports.push(report);
         }
         // Contributions under the weights that scored the event, before anything is learned.

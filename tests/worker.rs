@@ -450,7 +450,10 @@ fn crash_at_random_points_ends_in_the_uninterrupted_model() {
 fn assigned_sets(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| l.contains("Partitions assigned"))
-        .filter_map(|l| l.split("partitions=").nth(1).map(str::to_string))
+        .filter_map(|l| {
+            let set = l.split("partitions=").nth(1)?;
+            Some(set[..=set.find('}')?].to_string())
+        })
         .collect()
 }
 
