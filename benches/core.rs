@@ -173,7 +173,7 @@ fn drift(c: &mut Criterion) {
             let ev = &evs[i % evs.len()];
             if d.samples(&ev.id) {
                 d.extract(ev, &mut out);
-                black_box(d.observe(&out, (i % 100) as f64 / 100.0));
+                black_box(d.observe(&out, (i % 100) as f64 / 100.0, u64::MAX));
             }
         };
         // Past the reference, so every call is the steady state.

@@ -148,6 +148,9 @@ pub struct DriftConfig {
     pub enabled: bool,
     /// Events in the reference window (the first after start or a re-baseline).
     pub reference_events: usize,
+    /// The score's reference starts once the model has learned this many labels (the scores of
+    /// a model learning from scratch move because it learns).
+    pub score_reference_after_updates: u64,
     /// Events in the current window.
     pub window_events: usize,
     /// Evaluate every this many events; 0 = every `window_events` (tumbling windows).
@@ -178,6 +181,7 @@ impl Default for DriftConfig {
         Self {
             enabled: true,
             reference_events: 10_000,
+            score_reference_after_updates: 10_000,
             window_events: 5_000,
             evaluate_every: 0,
             sample_every: 1,

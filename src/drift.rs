@@ -59,6 +59,9 @@ pub enum ColumnRef {
         /// Proportions: top-k…, other, unseen, missing.
         props: Vec<f64>,
     },
+    /// Not collected yet: the score's reference waits until the model has learned
+    /// `drift.score_reference_after_updates` labels.
+    Pending,
 }
 
 /// Drift state: part of the learner checkpoint.
@@ -263,30 +266,63 @@ impl Drift {
         self.state.rates[3] += 1.0;
     }
 
-    /// Observes one scored event: `values` from [`Self::extract`], and its score. Returns the
-    /// window's report when a window was evaluated.
-    pub fn observe(&mut self, values: &[f64], score: f64) -> Option<WindowReport> {
+    /// Observes one scored event: `values` from [`Self::extract`], its score, and the number of
+    /// updates the model has learned so far. Returns the window's report when a window was
+    /// evaluated.
+    ///
+    /// The features' reference is the first `reference_events` watched events. The score's is
+    /// the first `reference_events` scores once the model has learned
+    /// `score_reference_after_updates` labels: the scores of a model still learning from
+    /// scratch move because it learns, not because anything drifted.
+    pub fn observe(
+        &mut self,
+        values: &[f64],
+        score: f64,
+        model_updates: u64,
+    ) -> Option<WindowReport> {
         if !self.cfg.enabled {
             return None;
         }
+        let warm = model_updates >= self.cfg.score_reference_after_updates;
+        let need = self.cfg.reference_events;
         let st = &mut self.state;
-        let row = values.iter().copied().chain(std::iter::once(score));
+        let last = self.names.len() - 1;
         if st.reference.is_none() {
-            for (col, v) in st.collecting.iter_mut().zip(row) {
-                col.push(v);
+            for (col, v) in st.collecting.iter_mut().zip(values) {
+                col.push(*v);
             }
-            if st.collecting[0].len() >= self.cfg.reference_events {
-                let cols = std::mem::take(&mut st.collecting);
-                let reference = cols
+            if warm {
+                st.collecting[last].push(score);
+            }
+            if st.collecting[0].len() >= need {
+                let mut reference: Vec<ColumnRef> = st.collecting[..last]
                     .iter()
                     .zip(&self.kinds)
                     .map(|(c, k)| build_reference(c, *k, &self.cfg))
                     .collect();
-                st.reference = Some(reference);
+                let scores = std::mem::take(&mut st.collecting[last]);
                 st.collecting = vec![Vec::new(); self.names.len()];
+                if scores.len() >= need {
+                    reference.push(build_reference(&scores, ColumnKind::Numeric, &self.cfg));
+                } else {
+                    reference.push(ColumnRef::Pending);
+                    st.collecting[last] = scores;
+                }
+                st.reference = Some(reference);
             }
             return None;
         }
+        if warm
+            && let Some(reference) = st.reference.as_mut()
+            && reference[last] == ColumnRef::Pending
+        {
+            st.collecting[last].push(score);
+            if st.collecting[last].len() >= need {
+                let scores = std::mem::take(&mut st.collecting[last]);
+                reference[last] = build_reference(&scores, ColumnKind::Numeric, &self.cfg);
+            }
+        }
+        let row = values.iter().copied().chain(std::iter::once(score));
         let cap = self.cfg.window_events;
         for (col, v) in st.window.iter_mut().zip(row) {
             if col.len() < cap {
@@ -319,6 +355,7 @@ impl Drift {
                 .iter()
                 .zip(&st.window)
                 .zip(&self.names)
+                .filter(|((r, _), _)| **r != ColumnRef::Pending)
                 .map(|((r, w), name)| column_stats(name, r, w, &self.cfg))
                 .collect(),
             None => Vec::new(),
@@ -332,7 +369,14 @@ impl Drift {
             observed_rate: (labels > 0.0).then(|| pos / labels),
             action: "none",
         };
-        let alert = report.columns.iter().any(|c| c.level == Level::Alert);
+        // Actions follow the features only: the score of a model that keeps learning moves with
+        // its weights, and freezing on that would stop learning for good.
+        let features = self.names.len() - 1;
+        let alert = report
+            .columns
+            .iter()
+            .take(features)
+            .any(|c| c.level == Level::Alert);
         match self.cfg.action {
             DriftAction::None => {}
             DriftAction::Freeze => {
@@ -459,6 +503,7 @@ fn column_stats(name: &str, r: &ColumnRef, window: &[f64], cfg: &DriftConfig) ->
             };
             (psi(props, &cur, cfg.epsilon), d, p, None)
         }
+        ColumnRef::Pending => (0.0, None, None, None),
         ColumnRef::Categorical { top, seen, props } => {
             let cur = cat_props(window, top, seen, n);
             let unseen = cur[top.len() + 1];
@@ -497,6 +542,9 @@ mod tests {
             .insert("cat".into(), CategoricalFeature::default());
         f
     }
+
+    /// A model past `score_reference_after_updates`.
+    const WARM: u64 = u64::MAX;
 
     fn cfg() -> DriftConfig {
         DriftConfig {
@@ -565,14 +613,14 @@ mod tests {
             let cats = ["x", "y", "z", "w"];
             for _ in 0..10_000 {
                 let r = row(&mut rng, 0.0, &cats);
-                assert!(d.observe(&r, rng.uniform()).is_none());
+                assert!(d.observe(&r, rng.uniform(), WARM).is_none());
             }
             let mut reports = Vec::new();
             // Two quiet windows, then the shift of a.
             for i in 0..(4 * 5_000) {
                 let shift = if i >= 2 * 5_000 { 0.5 } else { 0.0 };
                 let r = row(&mut rng, shift, &cats);
-                if let Some(rep) = d.observe(&r, rng.uniform()) {
+                if let Some(rep) = d.observe(&r, rng.uniform(), WARM) {
                     reports.push(rep);
                 }
             }
@@ -607,13 +655,13 @@ mod tests {
         let mut d = Drift::new(&cfg(), &features());
         for _ in 0..10_000 {
             let r = row(&mut rng, 0.0, &["x", "y", "z", "w"]);
-            d.observe(&r, 0.5);
+            d.observe(&r, 0.5, WARM);
         }
         // Skewed: mostly x.
         let mut rep = None;
         for _ in 0..5_000 {
             let r = row(&mut rng, 0.0, &["x", "x", "x", "x", "x", "x", "y", "z"]);
-            rep = d.observe(&r, 0.5).or(rep);
+            rep = d.observe(&r, 0.5, WARM).or(rep);
         }
         let rep = rep.expect("window");
         assert_eq!(level_of(&rep, "cat"), Level::Alert, "{rep:?}");
@@ -621,7 +669,7 @@ mod tests {
         let mut rep = None;
         for _ in 0..5_000 {
             let r = row(&mut rng, 0.0, &["x", "y", "new1", "new2"]);
-            rep = d.observe(&r, 0.5).or(rep);
+            rep = d.observe(&r, 0.5, WARM).or(rep);
         }
         let rep = rep.expect("window");
         let cat = rep.columns.iter().find(|c| c.column == "cat").expect("cat");
@@ -643,7 +691,7 @@ mod tests {
         let mut windows = 0;
         for _ in 0..3_000 {
             let r = row(&mut rng, 0.0, &["x"]);
-            windows += usize::from(d.observe(&r, 0.5).is_some());
+            windows += usize::from(d.observe(&r, 0.5, WARM).is_some());
         }
         // Reference 1000, first full window at 2000, then every 250: 2000, 2250, ..., 3000.
         assert_eq!(windows, 5);
@@ -660,21 +708,77 @@ mod tests {
         let mut d = Drift::new(&c, &features());
         let mut rng = Rng::new(5);
         for _ in 0..1_000 {
-            d.observe(&row(&mut rng, 0.0, &["x"]), 0.5);
+            d.observe(&row(&mut rng, 0.0, &["x"]), 0.5, WARM);
         }
         let mut last = None;
         for _ in 0..1_000 {
-            last = d.observe(&row(&mut rng, 3.0, &["x"]), 0.5).or(last);
+            last = d.observe(&row(&mut rng, 3.0, &["x"]), 0.5, WARM).or(last);
         }
         assert_eq!(last.as_ref().map(|r| r.action), Some("froze"));
         assert!(d.frozen());
         for _ in 0..1_000 {
-            last = d.observe(&row(&mut rng, 0.0, &["x"]), 0.5).or(last);
+            last = d.observe(&row(&mut rng, 0.0, &["x"]), 0.5, WARM).or(last);
         }
         assert_eq!(last.as_ref().map(|r| r.action), Some("unfroze"));
         assert!(!d.frozen());
         d.rebaseline();
         assert!(d.state().reference.is_none());
+    }
+
+    #[test]
+    fn the_score_reference_waits_for_a_trained_model_and_score_drift_does_not_freeze() {
+        let c = DriftConfig {
+            reference_events: 1_000,
+            window_events: 1_000,
+            score_reference_after_updates: 600,
+            action: DriftAction::Freeze,
+            ..cfg()
+        };
+        let mut d = Drift::new(&c, &features());
+        let mut rng = Rng::new(9);
+        // A model learning from scratch: its scores fall from 0.5 as it learns. The features'
+        // reference fills with the first 1 000 events; the score's starts at update 600 (event
+        // 1 200).
+        let mut updates = 0;
+        let mut reports = Vec::new();
+        for i in 0..3_000u64 {
+            let score = if updates < 600 {
+                0.5
+            } else {
+                0.02 + 0.01 * rng.uniform()
+            };
+            reports.extend(d.observe(&row(&mut rng, 0.0, &["x"]), score, updates));
+            if i % 2 == 0 {
+                updates += 1;
+            }
+        }
+        let reference = d.state().reference.as_ref().expect("reference");
+        let ColumnRef::Numeric { sorted, .. } = &reference[4] else {
+            panic!("score reference: {:?}", reference[4]);
+        };
+        // Scores of events 1 200..2 200: all from the trained model.
+        assert_eq!(sorted.len(), 1_000);
+        assert!(sorted.iter().all(|s| (0.02..0.03).contains(s)));
+        // Window 1 (events 1 000..2 000) had no score reference yet: no score column; window 2
+        // has one, quiet.
+        assert_eq!(reports.len(), 2);
+        assert_eq!(reports[0].columns.len(), 4);
+        assert!(reports[0].columns.iter().all(|c| c.column != "score"));
+        assert_eq!(reports[1].columns.len(), 5);
+        assert_eq!(level_of(&reports[1], "score"), Level::Ok);
+
+        // The score moves (the model keeps learning) while the features stay put: reported,
+        // but learning is not frozen.
+        let mut last = None;
+        for _ in 0..1_000 {
+            last = d
+                .observe(&row(&mut rng, 0.0, &["x"]), 0.9, updates)
+                .or(last);
+        }
+        let last = last.expect("a window");
+        assert_eq!(level_of(&last, "score"), Level::Alert);
+        assert_eq!(last.action, "none");
+        assert!(!d.frozen());
     }
 
     #[test]

@@ -425,7 +425,7 @@ impl<B: JoinBackend> Engine<B> {
         self.counters.features_ignored += u64::from(ignored);
         let score = self.model.score(&x);
         if let Some(values) = drift_values
-            && let Some(report) = self.drift.observe(values, score)
+            && let Some(report) = self.drift.observe(values, score, self.counters.updates)
         {
             self.drift_reports.push(report);
         }

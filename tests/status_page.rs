@@ -98,7 +98,7 @@ fn the_status_page_draws_a_running_worker() {
         "ops",
         "predictions",
         2_000,
-        "[drift]\nreference_events = 1000\nwindow_events = 1000\n\
+        "[drift]\nreference_events = 1000\nwindow_events = 1000\nscore_reference_after_updates = 0\n\
          [features.numeric.amount]\n[features.categorical.country]\n[features.boolean.new_device]\n",
     );
     let half = events.len() / 2;
