@@ -158,6 +158,10 @@ struct BrokerHealth {
     last_error: Mutex<Option<(Instant, String)>>,
     /// The previous connection failure (see [`Self::connection_failed`]).
     last_fail: Mutex<Option<Instant>>,
+    /// Per consumer (librdkafka client name): whether its last statistics showed no broker
+    /// connection up. A consumer always has one up while it fetches; the error callback and
+    /// the log can stay silent through an outage (librdkafka suppresses repeated failures).
+    none_up: Mutex<BTreeMap<String, bool>>,
 }
 
 impl BrokerHealth {
@@ -177,13 +181,29 @@ impl BrokerHealth {
         }
     }
 
+    /// A consumer's statistics: which of its broker connections are up.
+    fn stats(&self, stats: &rdkafka::Statistics) {
+        let none_up = !stats.brokers.values().any(|b| b.state == "UP");
+        if let Ok(mut m) = self.none_up.lock() {
+            m.insert(stats.name.clone(), none_up);
+        }
+    }
+
     /// The error of the last 15 s, if any (librdkafka repeats them while the broker stays
-    /// unreachable, at most every `reconnect.backoff.max.ms` = 10 s).
+    /// unreachable, at most every `reconnect.backoff.max.ms` = 10 s), or a consumer whose last
+    /// statistics showed no connection up.
     fn recent(&self) -> Option<String> {
-        let l = self.last_error.lock().ok()?;
-        l.as_ref()
-            .filter(|(at, _)| at.elapsed() < Duration::from_secs(15))
-            .map(|(_, e)| e.clone())
+        let recent = self.last_error.lock().ok().and_then(|l| {
+            l.as_ref()
+                .filter(|(at, _)| at.elapsed() < Duration::from_secs(15))
+                .map(|(_, e)| e.clone())
+        });
+        recent.or_else(|| {
+            let m = self.none_up.lock().ok()?;
+            m.iter()
+                .find(|(_, none_up)| **none_up)
+                .map(|(name, _)| format!("no broker connection up for consumer {name}"))
+        })
     }
 }
 
@@ -234,6 +254,7 @@ impl ClientContext for GroupContext {
 
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.watermarks.update(&statistics);
+        self.health.stats(&statistics);
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -322,6 +343,7 @@ impl ClientContext for PlainContext {
 
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.watermarks.update(&statistics);
+        self.health.stats(&statistics);
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {

@@ -344,6 +344,7 @@ fn checkpoint_commands_list_verify_show_and_roll_back() {
         ("STREAMLR__CHECKPOINT__KEEP", "10"),
         ("STREAMLR__DRIFT__REFERENCE_EVENTS", "1000"),
         ("STREAMLR__DRIFT__WINDOW_EVENTS", "1000"),
+        ("STREAMLR__DRIFT__SCORE_REFERENCE_AFTER_UPDATES", "0"),
     ];
     let run = |args: &[&str]| common::run(args, &env);
     let out = run(&[
