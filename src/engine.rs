@@ -10,13 +10,14 @@ use crate::config::{Config, OnExpiry};
 use crate::drift::{Drift, DriftState, WindowReport};
 use crate::event::{Contribution, DecodeError, Decoder, Label, Prediction, RawEvent, Reason};
 use crate::features::{Encoded, Encoder, SparseVec};
+use crate::guard::{GuardState, Skip, Transition};
 use crate::inspect::{self, BucketNames, ModelView};
 use crate::join::{
     Entry, InsertOutcome, JoinBackend, Joined, Joiner, JoinerState, LabelOutcome, Swept,
 };
 use crate::metrics::Progressive;
 use crate::model::Model;
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, UpdateError};
 
 /// Label outcomes, as counted (and exported as `streamlr_labels_total{outcome}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -241,6 +242,8 @@ pub struct LearnerState {
     pub counters: Counters,
     /// Drift reference, window and freeze state.
     pub drift: DriftState,
+    /// Guardrail state: loss windows, the pause, refused and skipped updates.
+    pub guard: GuardState,
 }
 
 /// Makes the join backend of a partition the engine has not seen yet.
@@ -266,6 +269,8 @@ pub struct Engine<B> {
     drift: Drift,
     drift_values: Vec<f64>,
     drift_reports: Vec<WindowReport>,
+    guard: GuardState,
+    guard_transitions: Vec<Transition>,
     names: BucketNames,
     /// Label delays (label time − event time, ms) of joins since the last take, when collected.
     label_delays: Option<Vec<i64>>,
@@ -308,6 +313,8 @@ impl<B: JoinBackend> Engine<B> {
             drift: Drift::new(&cfg.drift, &cfg.features),
             drift_values: Vec::new(),
             drift_reports: Vec::new(),
+            guard: GuardState::default(),
+            guard_transitions: Vec::new(),
             names: BucketNames::default(),
             label_delays: None,
             cfg,
@@ -631,9 +638,18 @@ impl<B: JoinBackend> Engine<B> {
         }
         self.quality.add(j.entry.score, j.label);
         self.drift.on_label(j.label);
+        let loss = crate::model::log_loss_prob(j.entry.score, j.label);
+        if let Some(t) = self.guard.observe(&self.cfg.guard, loss) {
+            self.guard_transitions.push(t);
+        }
         if self.drift.frozen() {
             // Frozen by a drift alert: measured, not learned.
             self.counters.updates_frozen += 1;
+            return;
+        }
+        if self.guard.paused {
+            // Paused by a loss spike: measured, not learned.
+            self.guard.loss_spike += 1;
             return;
         }
         match self.optim.step(
@@ -642,6 +658,7 @@ impl<B: JoinBackend> Engine<B> {
             &j.entry.x,
             j.label,
             j.weight,
+            self.cfg.guard.max_weight_change,
         ) {
             Ok(_) => {
                 self.counters.updates += 1;
@@ -653,8 +670,29 @@ impl<B: JoinBackend> Engine<B> {
                     self.version += 1;
                 }
             }
-            Err(_) => self.counters.updates_refused += 1,
+            Err(UpdateError::NonFinite) => self.counters.updates_refused += 1,
+            Err(UpdateError::WeightChange) => self.guard.weight_change += 1,
         }
+    }
+
+    /// Joined labels not learned, by reason.
+    pub fn skipped(&self, why: Skip) -> u64 {
+        match why {
+            Skip::NonFinite => self.counters.updates_refused,
+            Skip::WeightChange => self.guard.weight_change,
+            Skip::DriftFreeze => self.counters.updates_frozen,
+            Skip::LossSpike => self.guard.loss_spike,
+        }
+    }
+
+    /// Whether a loss spike paused learning.
+    pub fn loss_paused(&self) -> bool {
+        self.guard.paused
+    }
+
+    /// Loss-spike pauses and resumptions since the last call (for the log).
+    pub fn take_guard_transitions(&mut self) -> Vec<Transition> {
+        std::mem::take(&mut self.guard_transitions)
     }
 
     /// Starts (or stops) collecting label delays for [`Self::take_label_delays`].
@@ -743,6 +781,7 @@ impl<B: JoinBackend> Engine<B> {
             quality: self.quality.clone(),
             counters: self.counters.clone(),
             drift: self.drift.state().clone(),
+            guard: self.guard.clone(),
         }
     }
 
@@ -760,6 +799,7 @@ impl<B: JoinBackend> Engine<B> {
         self.counters.labels_invalid.resize(Reason::ALL.len(), 0);
         self.counters.labels.resize(LabelCount::ALL.len(), 0);
         self.drift.restore(s.drift);
+        self.guard = s.guard;
     }
 
     /// The drift monitor.

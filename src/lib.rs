@@ -11,6 +11,7 @@
 //! - [`model`]    — logistic regression: stable sigmoid and log loss, scoring, contributions.
 //! - [`optim`]    — SGD, AdaGrad and FTRL-Proximal updates with L1/L2, class weights, clipping.
 //! - [`drift`]    — PSI and KS per feature and on the score against a reference window.
+//! - [`guard`]    — guardrails: loss-spike pause, weight-change cap, skipped-update counts.
 //! - [`ks`]       — the two-sample KS statistic and its p-value as scipy computes it.
 //! - [`metrics`]  — progressive (prequential) quality: log loss, AUC, calibration, Brier, rates.
 //! - [`inspect`]  — what `/model` shows: the largest coefficients, named by the values seen.
@@ -29,6 +30,7 @@
 //! - [`cli`]      — command-line interface.
 
 pub mod checkpoint;
+#[cfg(feature = "kafka")]
 pub mod cli;
 pub mod config;
 pub mod drift;
@@ -37,9 +39,11 @@ pub mod engine;
 pub mod event;
 pub mod features;
 mod frame;
+pub mod guard;
 pub mod hash;
 pub mod inspect;
 pub mod join;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod ks;
 pub mod merge;
@@ -52,4 +56,5 @@ pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "kafka")]
 pub mod worker;

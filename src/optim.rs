@@ -6,7 +6,8 @@
 //! coordinates an example touches (the usual sparse-update convention).
 //!
 //! An update is computed into scratch space and committed only if every new value is finite; a
-//! non-finite update is refused with [`UpdateError::NonFinite`] and the model is unchanged.
+//! non-finite update is refused with [`UpdateError::NonFinite`] and the model is unchanged; so is
+//! one that would move any weight by more than `max_change` ([`UpdateError::WeightChange`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,9 @@ pub enum UpdateError {
     /// The update would have made a weight or optimizer state non-finite.
     #[error("update refused: it would make a weight non-finite")]
     NonFinite,
+    /// The update would have moved a weight by more than the cap (`guard.max_weight_change`).
+    #[error("update refused: it would move a weight by more than the cap")]
+    WeightChange,
 }
 
 /// Result of one applied update.
@@ -69,7 +73,8 @@ impl Optimizer {
         }
     }
 
-    /// Applies one example (x, y) with weight `weight` to `model`.
+    /// Applies one example (x, y) with weight `weight` to `model`, unless it would move a weight
+    /// by more than `max_change` (0 = no cap).
     pub fn step(
         &mut self,
         cfg: &ModelConfig,
@@ -77,6 +82,7 @@ impl Optimizer {
         x: &SparseVec,
         y: bool,
         weight: f64,
+        max_change: f64,
     ) -> Result<Step, UpdateError> {
         let zm = model.margin(x);
         let p = sigmoid(zm);
@@ -148,7 +154,19 @@ impl Optimizer {
         let finite = scratch
             .iter()
             .all(|&(_, a, b, c)| a.is_finite() && b.is_finite() && c.is_finite());
-        if finite {
+        let capped = finite
+            && max_change > 0.0
+            && scratch
+                .iter()
+                .any(|&(i, wi, _, _)| (wi - w[i]).abs() > max_change);
+        let outcome = if !finite {
+            Err(UpdateError::NonFinite)
+        } else if capped {
+            Err(UpdateError::WeightChange)
+        } else {
+            Ok(Step { p })
+        };
+        if outcome.is_ok() {
             for &(i, wi, acc, z) in &scratch {
                 w[i] = wi;
                 match self.kind {
@@ -163,11 +181,7 @@ impl Optimizer {
             self.t += 1;
         }
         self.scratch = scratch;
-        if finite {
-            Ok(Step { p })
-        } else {
-            Err(UpdateError::NonFinite)
-        }
+        outcome
     }
 }
 
@@ -297,7 +311,7 @@ mod tests {
         let mut o = Optimizer::new(cfg.optimizer, 4);
         for _ in 0..passes {
             for (x, &y) in xs.iter().zip(ys) {
-                o.step(cfg, &mut m, x, y, 1.0).expect("finite");
+                o.step(cfg, &mut m, x, y, 1.0, 0.0).expect("finite");
             }
         }
         m
@@ -410,7 +424,7 @@ mod tests {
         };
         let mut m = Model::new(4);
         let mut o = Optimizer::new(OptimizerKind::Sgd, 4);
-        o.step(&cfg, &mut m, &x, true, 0.5).expect("finite");
+        o.step(&cfg, &mut m, &x, true, 0.5, 0.0).expect("finite");
         // s = 0.5 (example) * 4 (class): w = -0.1 * 2 * (-0.5) * 2 = 0.2; bias = 0.1.
         assert!(
             (m.w[2] - 0.2).abs() < 1e-15 && (m.bias() - 0.1).abs() < 1e-15,
@@ -421,7 +435,7 @@ mod tests {
         cfg.positive_weight = 1.0;
         cfg.gradient_clip = 0.1;
         let mut m = Model::new(4);
-        o.step(&cfg, &mut m, &x, true, 2.0).expect("finite");
+        o.step(&cfg, &mut m, &x, true, 2.0, 0.0).expect("finite");
         let g_norm = (m.w[2].powi(2) + m.bias().powi(2)).sqrt() / 0.1;
         assert!((g_norm - 0.1).abs() < 1e-12, "{g_norm}");
     }
@@ -442,10 +456,48 @@ mod tests {
         };
         let before = m.clone();
         assert_eq!(
-            o.step(&cfg, &mut m, &x, true, 1e300),
+            o.step(&cfg, &mut m, &x, true, 1e300, 0.0),
             Err(UpdateError::NonFinite)
         );
         assert_eq!(m, before);
         assert_eq!(o.t, 0);
+    }
+
+    #[test]
+    fn an_update_moving_a_weight_past_the_cap_is_refused_whole() {
+        let x = SparseVec {
+            idx: vec![1, 3],
+            val: vec![1.0, 20.0],
+        };
+        for kind in [
+            OptimizerKind::Sgd,
+            OptimizerKind::Adagrad,
+            OptimizerKind::Ftrl,
+        ] {
+            let mut cfg = ModelConfig {
+                optimizer: kind,
+                ..ModelConfig::default()
+            };
+            cfg.ftrl.l1 = 0.0;
+            // The uncapped step: how far each weight moves.
+            let (mut free, mut o) = (Model::new(4), Optimizer::new(kind, 4));
+            o.step(&cfg, &mut free, &x, true, 1.0, 0.0).expect("finite");
+            let moved = (0..5).map(|i| free.w[i].abs()).fold(0.0f64, f64::max);
+            assert!(moved > 0.0, "{kind:?}");
+            // A cap below the largest move refuses the update and leaves everything as it was.
+            let (mut m, mut o) = (Model::new(4), Optimizer::new(kind, 4));
+            let (m0, o0) = (m.clone(), o.clone());
+            assert_eq!(
+                o.step(&cfg, &mut m, &x, true, 1.0, moved * 0.99),
+                Err(UpdateError::WeightChange),
+                "{kind:?}"
+            );
+            assert_eq!((m, o), (m0, o0));
+            // A cap at the largest move lets it through, identical to the uncapped step.
+            let (mut m, mut o) = (Model::new(4), Optimizer::new(kind, 4));
+            o.step(&cfg, &mut m, &x, true, 1.0, moved)
+                .expect("within the cap");
+            assert_eq!(m, free, "{kind:?}");
+        }
     }
 }

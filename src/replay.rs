@@ -118,6 +118,11 @@ pub struct UpdateReport {
     pub applied: u64,
     /// Refused as non-finite.
     pub refused: u64,
+    /// Joined labels not learned, by reason (non_finite, weight_change, drift_freeze,
+    /// loss_spike).
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// Loss-spike pauses during the run.
+    pub loss_spike_pauses: u64,
 }
 
 /// Throughput figures.
@@ -316,6 +321,7 @@ fn run_inner<B: JoinBackend>(
     let mut last_progress = Instant::now();
     let mut written: Result<(), ReplayError> = Ok(());
     let mut drift = DriftSummary::default();
+    let mut pauses = 0u64;
     let done = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Rec>>(16);
         let reader = scope.spawn(move || {
@@ -365,6 +371,11 @@ fn run_inner<B: JoinBackend>(
                 for r in engine.take_drift_reports() {
                     drift.add(r);
                 }
+                for t in engine.take_guard_transitions() {
+                    if matches!(t, crate::guard::Transition::Paused { .. }) {
+                        pauses += 1;
+                    }
+                }
                 if let (Err(e), Ok(())) = (after_record(engine), &written) {
                     written = Err(e);
                 }
@@ -399,6 +410,7 @@ fn run_inner<B: JoinBackend>(
     let snapshot = snapshot.unwrap_or_else(|| engine.quality().total.clone());
     let mut r = report(engine, &snapshot, seconds, done.events, done.labels);
     r.drift = drift;
+    r.updates.loss_spike_pauses = pauses;
     Ok(r)
 }
 
@@ -537,6 +549,11 @@ fn report<B: JoinBackend>(
         updates: UpdateReport {
             applied: c.updates,
             refused: c.updates_refused,
+            skipped: crate::guard::Skip::ALL
+                .iter()
+                .map(|why| (why.as_str(), e.skipped(*why)))
+                .collect(),
+            loss_spike_pauses: 0,
         },
         quality_all: q.summary(),
         quality_last_20pct: q.minus(at_80).summary(),

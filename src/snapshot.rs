@@ -6,6 +6,9 @@
 //! hash bits; a snapshot is refused for a different schema. Weights and optimizer state are
 //! stored sparsely (only entries whose bits are not all zero), and f64 values as their exact
 //! bits, so a round trip is bit-exact.
+//!
+//! Format 3 appends the guardrail state after format 2's payload; format 2 snapshots are still
+//! read (with a fresh guardrail state).
 
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
@@ -20,7 +23,9 @@ use crate::optim::Optimizer;
 
 const MAGIC: &[u8; 8] = b"STRMLRSN";
 /// Current snapshot format version.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
+/// The previous format (no guardrail state), still read.
+const FORMAT_V2: u16 = 2;
 
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -122,7 +127,8 @@ pub fn encode(schema: &SchemaId, s: &LearnerState) -> Vec<u8> {
         counters: s.counters.clone(),
         drift: s.drift.clone(),
     };
-    let body = postcard::to_stdvec(&payload).unwrap_or_default();
+    let mut body = postcard::to_stdvec(&payload).unwrap_or_default();
+    body.extend(postcard::to_stdvec(&s.guard).unwrap_or_default());
     frame::seal(MAGIC, FORMAT_VERSION, &body)
 }
 
@@ -133,15 +139,23 @@ pub fn decode(
 ) -> Result<(SchemaId, LearnerState), SnapshotError> {
     let (version, body) =
         frame::open(MAGIC, bytes).map_err(|_| SnapshotError::Malformed("bad header"))?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_V2 {
         return Err(SnapshotError::Version(version));
     }
     let body = body.map_err(|e| match e {
         FrameError::Checksum => SnapshotError::Checksum,
         _ => SnapshotError::Malformed("length mismatch"),
     })?;
-    let p: Payload =
-        postcard::from_bytes(body).map_err(|e| SnapshotError::Payload(e.to_string()))?;
+    let (p, rest): (Payload, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| SnapshotError::Payload(e.to_string()))?;
+    let guard = if version == FORMAT_V2 {
+        if !rest.is_empty() {
+            return Err(SnapshotError::Payload("trailing bytes".into()));
+        }
+        crate::guard::GuardState::default()
+    } else {
+        postcard::from_bytes(rest).map_err(|e| SnapshotError::Payload(e.to_string()))?
+    };
     if let Some(exp) = expected
         && *exp != p.schema
     {
@@ -172,6 +186,7 @@ pub fn decode(
         quality: p.quality,
         counters: p.counters,
         drift: p.drift,
+        guard,
     };
     Ok((p.schema, state))
 }
@@ -228,6 +243,47 @@ mod tests {
             prop_assert_eq!(&back, &s);
             prop_assert_eq!(encode(&schema(&c), &back), bytes);
         }
+    }
+
+    #[test]
+    fn guard_state_round_trips_and_format_2_is_still_read() {
+        use crate::config::GuardConfig;
+        use crate::guard::GuardState;
+        let events: Vec<(String, f64, bool)> = (0..40)
+            .map(|i| (format!("c{}", i % 3), f64::from(i), i % 4 == 0))
+            .collect();
+        let (c, e) = trained(OptimizerKind::Ftrl, &events);
+        let mut s = e.learner_state();
+        let g = GuardConfig {
+            loss_spike_factor: 2.0,
+            loss_spike_window: 3,
+            loss_spike_min_labels: 3,
+            ..GuardConfig::default()
+        };
+        for loss in [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 5.0, 5.0, 5.0, 0.3] {
+            s.guard.observe(&g, loss);
+        }
+        s.guard.weight_change = 7;
+        s.guard.loss_spike = 3;
+        assert!(s.guard.paused && s.guard != GuardState::default());
+        let bytes = encode(&schema(&c), &s);
+        let (_, back) = decode(&bytes, Some(&schema(&c))).expect("format 3");
+        assert_eq!(back, s);
+        // Format 2 is format 3 without the guard state at the end.
+        let (_, body) = frame::open(MAGIC, &bytes).expect("frame");
+        let body = body.expect("checksum");
+        let guard_len = postcard::to_stdvec(&s.guard).expect("encode").len();
+        let v2 = frame::seal(MAGIC, 2, &body[..body.len() - guard_len]);
+        let (_, mut old) = decode(&v2, Some(&schema(&c))).expect("format 2");
+        assert_eq!(old.guard, GuardState::default());
+        old.guard = s.guard.clone();
+        assert_eq!(old, s);
+        // Format 2 with bytes after its payload is refused.
+        let v2_long = frame::seal(MAGIC, 2, body);
+        assert!(matches!(
+            decode(&v2_long, None),
+            Err(SnapshotError::Payload(_))
+        ));
     }
 
     #[test]

@@ -208,7 +208,8 @@ impl StateDir {
             cfg.join.cache_bytes,
             cfg.join.rollback_cuts,
         )?;
-        let ckpts = Checkpoints::open(&cfg.checkpoint.checkpoints_dir(), cfg.checkpoint.keep)?;
+        let ckpts = Checkpoints::open(&cfg.checkpoint.checkpoints_dir(), cfg.checkpoint.keep)?
+            .with_key(&cfg.checkpoint.hmac_key);
         let schema = schema_of(cfg);
         let seq = store.last_cut()?.map_or(0, |c| c.seq);
         let mut restored = Restored::default();

@@ -48,6 +48,10 @@ pub struct Status {
     pub not_ready: Option<String>,
     /// Learning frozen by drift.
     pub frozen: bool,
+    /// Learning paused by a loss spike (`guard.loss_spike_factor`).
+    pub loss_paused: bool,
+    /// Joined labels not learned, by reason (like [`crate::guard::Skip::ALL`]).
+    pub skipped: [u64; 4],
     /// The last drift window.
     pub drift: Option<WindowReport>,
     /// Drift thresholds (`drift.psi_warn`, `drift.psi_alert`), for the status page.
@@ -494,6 +498,26 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         "1 while a drift alert froze learning.",
     );
     let _ = writeln!(o, "streamlr_learning_frozen {}", u8::from(s.frozen));
+    family(
+        &mut o,
+        "streamlr_learning_paused",
+        "gauge",
+        "1 while a loss spike paused learning.",
+    );
+    let _ = writeln!(o, "streamlr_learning_paused {}", u8::from(s.loss_paused));
+    family(
+        &mut o,
+        "streamlr_updates_skipped_total",
+        "counter",
+        "Joined labels not learned, by reason.",
+    );
+    for (why, n) in crate::guard::Skip::ALL.iter().zip(s.skipped) {
+        let _ = writeln!(
+            o,
+            "streamlr_updates_skipped_total{{reason=\"{}\"}} {n}",
+            why.as_str()
+        );
+    }
     family(&mut o, "streamlr_model_version", "gauge", "Model version.");
     let _ = writeln!(o, "streamlr_model_version {}", s.model_version);
     family(

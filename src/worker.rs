@@ -858,6 +858,9 @@ impl Worker {
         for report in self.engine.take_drift_reports() {
             self.drift_report(&report)?;
         }
+        for t in self.engine.take_guard_transitions() {
+            log_guard(&t, self.engine.version());
+        }
         Ok(())
     }
 
@@ -1253,6 +1256,8 @@ impl Worker {
             partitions: self.assigned.len(),
             not_ready,
             frozen: self.engine.drift().frozen(),
+            loss_paused: self.engine.loss_paused(),
+            skipped: crate::guard::Skip::ALL.map(|why| self.engine.skipped(why)),
             drift: self.last_drift.clone(),
             psi_levels: (self.cfg.drift.psi_warn, self.cfg.drift.psi_alert),
             drift_alerts: self
@@ -1349,6 +1354,38 @@ fn consumed(r: Result<BorrowedMessage<'_>, KafkaError>, side: Side) -> Consumed 
         }),
         Err(KafkaError::PartitionEOF(p)) => Consumed::End(side, p),
         Err(e) => Consumed::Error(side, e),
+    }
+}
+
+/// Logs a loss-spike pause or resumption.
+fn log_guard(t: &crate::guard::Transition, model_version: u64) {
+    match t {
+        crate::guard::Transition::Paused { window, baseline } => warn!(
+            window_log_loss = window,
+            baseline_log_loss = baseline,
+            model_version,
+            "Learning paused: loss spike (labels are measured, not learned)"
+        ),
+        crate::guard::Transition::Resumed {
+            window,
+            baseline,
+            limit: false,
+        } => info!(
+            window_log_loss = window,
+            baseline_log_loss = baseline,
+            model_version,
+            "Learning resumed: loss back under the spike factor"
+        ),
+        crate::guard::Transition::Resumed {
+            window,
+            baseline,
+            limit: true,
+        } => warn!(
+            window_log_loss = window,
+            baseline_log_loss = baseline,
+            model_version,
+            "Learning resumed: the loss stayed high for guard.loss_spike_max_windows windows; taken as the new normal"
+        ),
     }
 }
 
