@@ -363,13 +363,23 @@ fn restart_resumes_without_rescoring_or_reapplying() {
 /// model, bit for bit, as an uninterrupted run over the same logs; every event is predicted.
 #[test]
 fn crash_at_random_points_ends_in_the_uninterrupted_model() {
+    // The crash loop of README (20 kills over 200k events): STREAMLR_CRASH_KILLS=20
+    // STREAMLR_CRASH_EVENTS=200000 cargo nextest run --release --test worker crash_at_random.
+    let env_or = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let kills = env_or("STREAMLR_CRASH_KILLS", 3).max(1);
+    let count = env_or("STREAMLR_CRASH_EVENTS", 30_000) as u64;
     let Setup {
         dir,
         broker,
         stream,
         events,
         labels,
-    } = setup(Broker::start(), 3, &["pred-ref", "pred-crash"], 30_000, 5);
+    } = setup(Broker::start(), 3, &["pred-ref", "pred-crash"], count, 5);
     common::produce_lines(&broker.bootstrap, "events", &events);
     common::produce_lines(&broker.bootstrap, "labels", &labels);
 
@@ -382,7 +392,8 @@ fn crash_at_random_points_ends_in_the_uninterrupted_model() {
     assert!(w.terminate(Duration::from_secs(30)).success());
     let reference = common::checkpoint_show(&ref_cfg).expect("reference checkpoint");
 
-    // Crashed three times at random points (by progress: predictions seen so far).
+    // Crashed `kills` times at random points (by progress: predictions seen so far), spread
+    // over the stream: the i-th in the i-th of `kills` equal slices of 5 %..95 %.
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
@@ -394,8 +405,11 @@ fn crash_at_random_points_ends_in_the_uninterrupted_model() {
         x ^= x << 17;
         (x % 1_000) as f64 / 1_000.0
     };
-    let mut points: Vec<usize> = (0..3)
-        .map(|i| ((0.15 + 0.25 * i as f64 + 0.2 * next()) * want_ids.len() as f64) as usize)
+    let mut points: Vec<usize> = (0..kills)
+        .map(|i| {
+            let at = 0.05 + 0.9 * (i as f64 + next()) / kills as f64;
+            (at * want_ids.len() as f64) as usize
+        })
         .collect();
     points.sort_unstable();
     eprintln!("crash points (predictions seen): {points:?}, seed {seed}");
@@ -429,6 +443,13 @@ fn crash_at_random_points_ends_in_the_uninterrupted_model() {
         m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
     });
     let got: HashSet<String> = ids(&preds).into_iter().collect();
+    eprintln!(
+        "crash loop: {kills} kills, {} events, {} predictions for {} ids: {} duplicates emitted",
+        events.len(),
+        preds.len(),
+        got.len(),
+        preds.len() - got.len()
+    );
     assert_eq!(got, want_ids, "no event without a prediction");
     assert_eq!(
         after["counters"]["updates"],
