@@ -136,6 +136,10 @@ pub struct HttpConfig {
     pub listen: String,
     /// How many coefficients `/model` lists (the largest by |weight|).
     pub model_coefficients: usize,
+    /// Bearer token of the endpoints that change state (`POST /admin/freeze`, `/admin/unfreeze`,
+    /// `/admin/rebaseline`); "" = those endpoints are disabled. Best given by environment
+    /// (`STREAMLR__HTTP__ADMIN_TOKEN`); redacted when printed.
+    pub admin_token: String,
 }
 
 impl Default for HttpConfig {
@@ -143,6 +147,7 @@ impl Default for HttpConfig {
         Self {
             listen: "127.0.0.1:9898".into(),
             model_coefficients: 100,
+            admin_token: String::new(),
         }
     }
 }

@@ -247,6 +247,11 @@ impl Drift {
         }
     }
 
+    /// Lifts a drift freeze (an operator's command); the next alert freezes again.
+    pub fn unfreeze(&mut self) {
+        self.state.frozen = false;
+    }
+
     /// Starts a new reference from the next events (a re-baseline); unfreezes learning.
     pub fn rebaseline(&mut self) {
         let cols = self.names.len();

@@ -652,6 +652,10 @@ impl<B: JoinBackend> Engine<B> {
             self.guard.loss_spike += 1;
             return;
         }
+        if self.guard.operator_frozen {
+            self.guard.operator += 1;
+            return;
+        }
         match self.optim.step(
             &self.cfg.model,
             &mut self.model,
@@ -682,7 +686,22 @@ impl<B: JoinBackend> Engine<B> {
             Skip::WeightChange => self.guard.weight_change,
             Skip::DriftFreeze => self.counters.updates_frozen,
             Skip::LossSpike => self.guard.loss_spike,
+            Skip::Operator => self.guard.operator,
         }
+    }
+
+    /// Freezes (or unfreezes) learning by an operator's command: labels are measured, not
+    /// learned, until unfrozen. Unfreezing also lifts a drift freeze.
+    pub fn set_operator_frozen(&mut self, frozen: bool) {
+        self.guard.operator_frozen = frozen;
+        if !frozen {
+            self.drift.unfreeze();
+        }
+    }
+
+    /// Whether an operator froze learning.
+    pub fn operator_frozen(&self) -> bool {
+        self.guard.operator_frozen
     }
 
     /// Whether a loss spike paused learning.

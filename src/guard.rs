@@ -30,15 +30,18 @@ pub enum Skip {
     DriftFreeze,
     /// Learning paused by a loss spike.
     LossSpike,
+    /// Learning frozen by an operator (`POST /admin/freeze`).
+    Operator,
 }
 
 impl Skip {
     /// Every reason.
-    pub const ALL: [Skip; 4] = [
+    pub const ALL: [Skip; 5] = [
         Skip::NonFinite,
         Skip::WeightChange,
         Skip::DriftFreeze,
         Skip::LossSpike,
+        Skip::Operator,
     ];
 
     /// The metric label.
@@ -48,6 +51,7 @@ impl Skip {
             Skip::WeightChange => "weight_change",
             Skip::DriftFreeze => "drift_freeze",
             Skip::LossSpike => "loss_spike",
+            Skip::Operator => "operator_freeze",
         }
     }
 }
@@ -89,6 +93,10 @@ pub struct GuardState {
     pub weight_change: u64,
     /// Labels not learned while paused by a loss spike.
     pub loss_spike: u64,
+    /// Learning frozen by an operator until unfrozen (`POST /admin/freeze`).
+    pub operator_frozen: bool,
+    /// Labels not learned while frozen by an operator.
+    pub operator: u64,
 }
 
 impl GuardState {
@@ -345,5 +353,36 @@ mod tests {
             e.model().w.iter().all(|w| *w == 0.0),
             "the model is untouched"
         );
+    }
+
+    #[test]
+    fn an_operator_freeze_holds_until_unfrozen_and_survives_a_snapshot() {
+        use crate::engine::Engine;
+        use crate::join::MemoryBackend;
+        let mut cfg = crate::config::Config::default();
+        cfg.features.hash_bits = 12;
+        let mut e = Engine::new(cfg, |_| (MemoryBackend::default(), None));
+        let feed = |e: &mut Engine<MemoryBackend>, from: u32, n: u32| {
+            for id in from..from + n {
+                let ev = format!(r#"{{"id":"{id}","ts":{id},"features":{{"x":{id}}}}}"#);
+                e.on_event(ev.as_bytes(), 0, 0, i64::MAX).expect("scored");
+                e.on_label(format!(r#"{{"id":"{id}","label":1}}"#).as_bytes(), 0);
+            }
+        };
+        feed(&mut e, 0, 10);
+        e.set_operator_frozen(true);
+        feed(&mut e, 10, 5);
+        assert_eq!(e.counters().updates, 10);
+        assert_eq!(e.skipped(Skip::Operator), 5);
+        assert_eq!(e.quality().total.summary().n, 15, "still measured");
+        // The freeze is part of the learner state.
+        let st = e.learner_state();
+        assert!(st.guard.operator_frozen);
+        let mut restored = Engine::new(e.config().clone(), |_| (MemoryBackend::default(), None));
+        restored.restore_learner(st);
+        assert!(restored.operator_frozen());
+        e.set_operator_frozen(false);
+        feed(&mut e, 15, 5);
+        assert_eq!(e.counters().updates, 15);
     }
 }

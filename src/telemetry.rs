@@ -51,7 +51,7 @@ pub struct Status {
     /// Learning paused by a loss spike (`guard.loss_spike_factor`).
     pub loss_paused: bool,
     /// Joined labels not learned, by reason (like [`crate::guard::Skip::ALL`]).
-    pub skipped: [u64; 4],
+    pub skipped: [u64; 5],
     /// The last drift window.
     pub drift: Option<WindowReport>,
     /// Drift thresholds (`drift.psi_warn`, `drift.psi_alert`), for the status page.
@@ -104,6 +104,98 @@ pub struct Telemetry {
     samples: Mutex<VecDeque<(Instant, u64, u64)>>,
     /// `/model` as JSON, as the worker last published it.
     model: Mutex<Option<String>>,
+    /// The admin endpoints' token and the commands they queued for the worker.
+    admin: Mutex<Admin>,
+}
+
+/// A command of an admin endpoint, applied by the worker loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// `POST /admin/freeze`: stop learning (scoring goes on) until unfrozen.
+    Freeze,
+    /// `POST /admin/unfreeze`: learn again (lifts an operator's and a drift freeze).
+    Unfreeze,
+    /// `POST /admin/rebaseline`: take a new drift reference from the next events.
+    Rebaseline,
+}
+
+impl AdminCommand {
+    fn from_path(path: &str) -> Option<Self> {
+        match path {
+            "/admin/freeze" => Some(Self::Freeze),
+            "/admin/unfreeze" => Some(Self::Unfreeze),
+            "/admin/rebaseline" => Some(Self::Rebaseline),
+            _ => None,
+        }
+    }
+
+    /// The endpoint's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Freeze => "freeze",
+            Self::Unfreeze => "unfreeze",
+            Self::Rebaseline => "rebaseline",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Admin {
+    token: Option<String>,
+    queue: VecDeque<AdminCommand>,
+}
+
+/// Whether the request head carries `Authorization: Bearer <token>` (header name any case; the
+/// token compared in time independent of where it differs).
+fn authorized(head: &str, token: &str) -> bool {
+    head.lines().skip(1).any(|line| {
+        let Some((name, value)) = line.split_once(':') else {
+            return false;
+        };
+        if !name.trim().eq_ignore_ascii_case("authorization") {
+            return false;
+        }
+        let value = value.trim();
+        let Some(given) = value
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case("bearer "))
+            .map(|_| value[7..].trim())
+        else {
+            return false;
+        };
+        given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
+/// The answer to a request for an admin path: status, body, and the command to queue.
+fn admin_request(
+    method: &str,
+    path: &str,
+    head: &str,
+    token: Option<&str>,
+) -> (u16, String, Option<AdminCommand>) {
+    let Some(cmd) = AdminCommand::from_path(path) else {
+        return (404, "not found\n".into(), None);
+    };
+    if method != "POST" {
+        return (405, "use POST\n".into(), None);
+    }
+    let Some(token) = token else {
+        return (
+            403,
+            "admin endpoints are disabled: set http.admin_token\n".into(),
+            None,
+        );
+    };
+    if !authorized(head, token) {
+        return (401, "missing or wrong bearer token\n".into(), None);
+    }
+    (202, format!("accepted: {}\n", cmd.as_str()), Some(cmd))
 }
 
 /// Span over which the status page's rates are measured.
@@ -132,6 +224,7 @@ impl Default for Telemetry {
             }),
             samples: Mutex::new(VecDeque::new()),
             model: Mutex::new(None),
+            admin: Mutex::new(Admin::default()),
         }
     }
 }
@@ -170,6 +263,33 @@ impl Telemetry {
     /// `/model` as last published.
     pub fn model(&self) -> Option<String> {
         self.model.lock().ok().and_then(|m| m.clone())
+    }
+
+    /// Enables the admin endpoints with this bearer token (`""` disables them).
+    pub fn set_admin_token(&self, token: &str) {
+        if let Ok(mut a) = self.admin.lock() {
+            a.token = (!token.is_empty()).then(|| token.to_string());
+        }
+    }
+
+    /// Answers an admin request, queueing its command when authorized.
+    fn admin(&self, method: &str, path: &str, head: &str) -> (u16, String) {
+        let Ok(mut a) = self.admin.lock() else {
+            return (503, "unavailable\n".into());
+        };
+        let (code, body, cmd) = admin_request(method, path, head, a.token.as_deref());
+        if let Some(cmd) = cmd {
+            a.queue.push_back(cmd);
+        }
+        (code, body)
+    }
+
+    /// The admin commands queued since the last call, oldest first.
+    pub fn take_admin_commands(&self) -> Vec<AdminCommand> {
+        self.admin
+            .lock()
+            .map(|mut a| a.queue.drain(..).collect())
+            .unwrap_or_default()
     }
 
     /// Events and labels per second over the last publications (about [`RATE_SPAN`]).
@@ -686,8 +806,13 @@ pub async fn serve(listener: TcpListener, telemetry: Arc<Telemetry>) {
                 }
             }
             let req = String::from_utf8_lossy(&buf);
+            let method = req.split_whitespace().next().unwrap_or("GET");
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let (code, ctype, body) = match path {
+                p if p.starts_with("/admin/") => {
+                    let (code, body) = t.admin(method, p, &req);
+                    (code, "text/plain", body)
+                }
                 "/metrics" => (200, "text/plain; version=0.0.4", t.render()),
                 "/healthz" => (200, "text/plain", "ok\n".to_string()),
                 "/readyz" => match t.not_ready() {
@@ -704,11 +829,20 @@ pub async fn serve(listener: TcpListener, telemetry: Arc<Telemetry>) {
             };
             let reason = match code {
                 200 => "OK",
+                202 => "Accepted",
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                405 => "Method Not Allowed",
                 503 => "Service Unavailable",
                 _ => "Not Found",
             };
+            let challenge = if code == 401 {
+                "WWW-Authenticate: Bearer\r\n"
+            } else {
+                ""
+            };
             let head = format!(
-                "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
                 body.len()
             );
             let _ = sock.write_all(head.as_bytes()).await;
@@ -721,6 +855,50 @@ pub async fn serve(listener: TcpListener, telemetry: Arc<Telemetry>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_requests_need_post_and_the_exact_bearer_token() {
+        let head = |auth: &str| format!("POST /admin/freeze HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
+        let ok = head("authorization: bearer s3cret\r\n");
+        assert_eq!(
+            admin_request("POST", "/admin/freeze", &ok, Some("s3cret")),
+            (202, "accepted: freeze\n".into(), Some(AdminCommand::Freeze))
+        );
+        for bad in [
+            "",
+            "Authorization: Bearer s3cre\r\n",
+            "Authorization: Bearer s3cret2\r\n",
+            "Authorization: Basic s3cret\r\n",
+            "Authorization: s3cret\r\n",
+            "X-Authorization: Bearer s3cret\r\n",
+        ] {
+            let (code, _, cmd) = admin_request("POST", "/admin/freeze", &head(bad), Some("s3cret"));
+            assert_eq!((code, cmd), (401, None), "{bad:?}");
+        }
+        // No token configured: disabled, whatever the request carries.
+        assert_eq!(admin_request("POST", "/admin/rebaseline", &ok, None).0, 403);
+        assert_eq!(
+            admin_request("GET", "/admin/freeze", &ok, Some("s3cret")).0,
+            405
+        );
+        assert_eq!(
+            admin_request("POST", "/admin/other", &ok, Some("s3cret")).0,
+            404
+        );
+        // Through the telemetry: queued in order, taken once.
+        let t = Telemetry::default();
+        assert_eq!(t.admin("POST", "/admin/freeze", &ok).0, 403);
+        t.set_admin_token("s3cret");
+        assert_eq!(t.admin("POST", "/admin/freeze", &ok).0, 202);
+        let rebase = ok.replace("/admin/freeze", "/admin/rebaseline");
+        assert_eq!(t.admin("POST", "/admin/rebaseline", &rebase).0, 202);
+        assert_eq!(t.admin("POST", "/admin/unfreeze", &head("")).0, 401);
+        assert_eq!(
+            t.take_admin_commands(),
+            vec![AdminCommand::Freeze, AdminCommand::Rebaseline]
+        );
+        assert!(t.take_admin_commands().is_empty());
+    }
 
     #[test]
     fn exposition_has_the_counters_and_histogram_buckets_are_cumulative() {

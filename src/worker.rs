@@ -480,6 +480,7 @@ struct Progress {
 /// Runs the worker until `stop` is requested (then drains and exits `Ok`) or a fatal error,
 /// publishing its status to `telemetry` about once a second.
 pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), WorkerError> {
+    telemetry.set_admin_token(&cfg.http.admin_token);
     let (state, restored) = StateDir::open(&cfg)?;
     for e in &restored.refused {
         warn!(error = %e, "Checkpoint refused; using an older one");
@@ -1225,6 +1226,20 @@ impl Worker {
     /// Publishes the status for `/metrics`, `/readyz` and the status page, and every
     /// [`MODEL_EVERY`] the model for `/model`.
     fn publish(&mut self) {
+        for cmd in self.telemetry.take_admin_commands() {
+            use crate::telemetry::AdminCommand;
+            match cmd {
+                AdminCommand::Freeze => self.engine.set_operator_frozen(true),
+                AdminCommand::Unfreeze => self.engine.set_operator_frozen(false),
+                AdminCommand::Rebaseline => self.engine.rebaseline_drift(),
+            }
+            self.dirty = true;
+            warn!(
+                command = cmd.as_str(),
+                model_version = self.engine.version(),
+                "Admin command applied"
+            );
+        }
         self.telemetry
             .record_label_delays(&self.engine.take_label_delays());
         if self.model_at.is_none_or(|t| t.elapsed() >= MODEL_EVERY) {
@@ -1255,7 +1270,7 @@ impl Worker {
             checkpoint_duration_seconds: self.cut_seconds,
             partitions: self.assigned.len(),
             not_ready,
-            frozen: self.engine.drift().frozen(),
+            frozen: self.engine.drift().frozen() || self.engine.operator_frozen(),
             loss_paused: self.engine.loss_paused(),
             skipped: crate::guard::Skip::ALL.map(|why| self.engine.skipped(why)),
             drift: self.last_drift.clone(),

@@ -98,7 +98,7 @@ fn the_status_page_draws_a_running_worker() {
         "ops",
         "predictions",
         2_000,
-        "[drift]\nreference_events = 1000\nwindow_events = 1000\nscore_reference_after_updates = 0\n\
+        "admin_token = \"t0k3n\"\n[drift]\nreference_events = 1000\nwindow_events = 1000\nscore_reference_after_updates = 0\n\
          [features.numeric.amount]\n[features.categorical.country]\n[features.boolean.new_device]\n",
     );
     let half = events.len() / 2;
@@ -272,5 +272,84 @@ fn the_status_page_draws_a_running_worker() {
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
     eprintln!("status page screenshot: {}", shot.display());
+
+    // Admin endpoints: refused without the bearer token, or by GET; an operator's freeze keeps
+    // scoring and stops learning, counted; unfreeze learns again.
+    let auth = "Authorization: Bearer t0k3n\r\n";
+    for (method, headers, code) in [
+        ("POST", "", 401),
+        ("POST", "Authorization: Bearer wrong\r\n", 401),
+        ("POST", "Authorization: t0k3n\r\n", 401),
+        ("GET", auth, 405),
+    ] {
+        let (got, body) = common::http_request(&addr, method, "/admin/freeze", headers);
+        assert_eq!(got, code, "{method} {headers:?}: {body}");
+    }
+    assert_eq!(
+        common::http_request(&addr, "POST", "/admin/nope", auth).0,
+        404
+    );
+    let (_, metrics) = common::http_get(&addr, "/metrics");
+    let updates = common::metric(&metrics, "streamlr_updates_total").expect("updates");
+    let (code, body) = common::http_request(&addr, "POST", "/admin/freeze", auth);
+    assert_eq!((code, body.as_str()), (202, "accepted: freeze\n"));
+    common::wait_for(LONG, "the freeze applied", || {
+        let (_, m) = common::http_get(&addr, "/metrics");
+        (common::metric(&m, "streamlr_learning_frozen") == Some(1.0)).then_some(())
+    });
+    let extra = 20;
+    // Just after the stream (80 s of event time): a label that is fetched before its event waits
+    // for it, within join.label_wait of the watermark.
+    let ts = START_TS + 200_000;
+    let new_events: Vec<Vec<u8>> = (0..extra)
+        .map(|i| {
+            format!(
+                r#"{{"id":"admin-{i}","ts":{},"features":{{"amount":{i}}}}}"#,
+                ts + i
+            )
+            .into_bytes()
+        })
+        .collect();
+    let new_labels: Vec<Vec<u8>> = (0..extra)
+        .map(|i| format!(r#"{{"id":"admin-{i}","label":1,"ts":{}}}"#, ts + 1_000 + i).into_bytes())
+        .collect();
+    common::produce_lines(&broker.bootstrap, "events", &new_events);
+    common::produce_lines(&broker.bootstrap, "labels", &new_labels);
+    let deadline = std::time::Instant::now() + LONG;
+    let m = loop {
+        let (_, m) = common::http_get(&addr, "/metrics");
+        let skipped = common::metric(
+            &m,
+            "streamlr_updates_skipped_total{reason=\"operator_freeze\"}",
+        );
+        if skipped >= Some(extra as f64) {
+            break m;
+        }
+        let log = w.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new labels did not join: {skipped:?} skipped; status {}; log tail:\n{}",
+            status(&addr),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        common::metric(
+            &m,
+            "streamlr_updates_skipped_total{reason=\"operator_freeze\"}"
+        ),
+        Some(extra as f64)
+    );
+    assert_eq!(common::metric(&m, "streamlr_updates_total"), Some(updates));
+    let (code, _) = common::http_request(&addr, "POST", "/admin/unfreeze", auth);
+    assert_eq!(code, 202);
+    common::wait_for(LONG, "the unfreeze applied", || {
+        let (_, m) = common::http_get(&addr, "/metrics");
+        (common::metric(&m, "streamlr_learning_frozen") == Some(0.0)).then_some(())
+    });
+    assert!(w.log_text().contains("Admin command applied"));
+    assert!(!w.log_text().contains("t0k3n"), "the token is never logged");
     assert!(w.terminate(Duration::from_secs(30)).success());
 }

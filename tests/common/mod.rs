@@ -518,13 +518,18 @@ impl Proxy {
 
 /// `GET path` on `addr`: (status code, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, "")
+}
+
+/// Sends `method path` with extra header lines (each ending in CRLF); status code and body.
+pub fn http_request(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     // Sent in small pieces on purpose: the server must read the whole head, however it arrives.
     for piece in [
-        format!("GET {path} "),
+        format!("{method} {path} "),
         "HTTP/1.1\r\n".to_string(),
-        format!("Host: {addr}\r\nConnection: close\r\n\r\n"),
+        format!("Host: {addr}\r\n{headers}Connection: close\r\n\r\n"),
     ] {
         s.write_all(piece.as_bytes()).expect("send");
         s.flush().expect("flush");
