@@ -752,3 +752,90 @@ fn stop_during_an_outage_ends_within_the_drain_timeout() {
 fn w_exited_ok_or_drain(status: &std::process::ExitStatus) -> bool {
     matches!(status.code(), Some(0 | 1))
 }
+
+/// The group's committed offsets of `topic` (partitions 0..n), summed; -1001 (none) counts 0.
+fn committed_sum(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    got.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn an_unwritable_checkpoint_directory_stops_the_worker_before_committing_offsets() {
+    let Setup {
+        dir,
+        broker,
+        stream,
+        events,
+        labels,
+    } = setup(Broker::start(), 2, &["predictions"], 6_000, 21);
+    let half = events.len() / 2;
+    common::produce_lines(&broker.bootstrap, "events", &events[..half]);
+    let config =
+        common::worker_config(dir.path(), &broker.bootstrap, "t8d", "predictions", 500, "");
+    let (want, _) = reference(&config, &stream, dir.path());
+    let log = dir.path().join("t8d.log");
+    let mut w = WorkerProc::start(&config, &log);
+    let first = wait_consumed(&config, half, 0, &w);
+    // The checkpoint directory becomes unusable (a file where the directory was: every write
+    // fails, as on a full or read-only disk), then more records arrive.
+    let ckpts = dir.path().join("state-t8d/checkpoints");
+    let away = dir.path().join("state-t8d/checkpoints.away");
+    std::fs::rename(&ckpts, &away).expect("move the checkpoints away");
+    std::fs::write(&ckpts, b"not a directory").expect("block the path");
+    common::produce_lines(&broker.bootstrap, "events", &events[half..]);
+    common::produce_lines(&broker.bootstrap, "labels", &labels);
+    let status = common::wait_for(LONG, "the worker to stop on the failed cut", || w.exited());
+    assert!(!status.success(), "a failed cut is an error exit");
+    let text = w.log_text();
+    eprintln!(
+        "worker stopped with: {}",
+        text.lines().rev().find(|l| l.contains("rror")).unwrap_or_default()
+    );
+    assert!(
+        text.contains("checkpoints") && text.to_lowercase().contains("error"),
+        "a clear error naming the checkpoint path; log:\n{text}"
+    );
+    // Offsets were not committed past the last durable checkpoint.
+    let durable = std::fs::read_dir(&away)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+        .count();
+    assert!(durable >= 1);
+    let committed_events = committed_sum(&broker.bootstrap, "t8d", "events", 2);
+    assert!(
+        committed_events <= common::consumed(&first, "events").max(half as i64),
+        "committed {committed_events} events, beyond the durable state"
+    );
+
+    // The disk is back: the worker resumes from the last durable cut and ends where replay ends.
+    std::fs::remove_file(&ckpts).expect("unblock");
+    std::fs::rename(&away, &ckpts).expect("move back");
+    let w = WorkerProc::start(&config, &log);
+    let after = wait_consumed(&config, events.len(), labels.len(), &w);
+    assert!(w.terminate(Duration::from_secs(30)).success());
+    assert_eq!(
+        after["counters"]["updates"].as_u64(),
+        Some(want.updates.applied),
+        "every joined label applied exactly once"
+    );
+}
