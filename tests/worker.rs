@@ -808,7 +808,10 @@ fn an_unwritable_checkpoint_directory_stops_the_worker_before_committing_offsets
     let text = w.log_text();
     eprintln!(
         "worker stopped with: {}",
-        text.lines().rev().find(|l| l.contains("rror")).unwrap_or_default()
+        text.lines()
+            .rev()
+            .find(|l| l.contains("rror"))
+            .unwrap_or_default()
     );
     assert!(
         text.contains("checkpoints") && text.to_lowercase().contains("error"),
