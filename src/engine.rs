@@ -638,9 +638,11 @@ impl<B: JoinBackend> Engine<B> {
         }
         self.quality.add(j.entry.score, j.label);
         self.drift.on_label(j.label);
-        let loss = crate::model::log_loss_prob(j.entry.score, j.label);
-        if let Some(t) = self.guard.observe(&self.cfg.guard, loss) {
-            self.guard_transitions.push(t);
+        if self.cfg.guard.loss_spike_factor > 0.0 {
+            let loss = crate::model::log_loss_prob(j.entry.score, j.label);
+            if let Some(t) = self.guard.observe(&self.cfg.guard, loss) {
+                self.guard_transitions.push(t);
+            }
         }
         if self.drift.frozen() {
             // Frozen by a drift alert: measured, not learned.
