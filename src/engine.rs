@@ -706,6 +706,11 @@ impl<B: JoinBackend> Engine<B> {
         self.guard.operator_frozen
     }
 
+    /// Whether learning is frozen, by a drift alert or by an operator.
+    pub fn learning_frozen(&self) -> bool {
+        self.drift.frozen() || self.guard.operator_frozen
+    }
+
     /// Whether a loss spike paused learning.
     pub fn loss_paused(&self) -> bool {
         self.guard.paused
@@ -742,7 +747,7 @@ impl<B: JoinBackend> Engine<B> {
             weight_norm: self.model.weight_norm(),
             intercept: self.model.bias(),
             updates: self.counters.updates,
-            frozen: self.drift.frozen(),
+            frozen: self.learning_frozen(),
             coefficients: inspect::coefficients(&self.model, k, &mut self.names),
         }
     }

@@ -381,7 +381,12 @@ mod tests {
         let mut restored = Engine::new(e.config().clone(), |_| (MemoryBackend::default(), None));
         restored.restore_learner(st);
         assert!(restored.operator_frozen());
+        assert!(
+            e.learning_frozen() && e.model_view(0).frozen,
+            "/model shows the freeze"
+        );
         e.set_operator_frozen(false);
+        assert!(!e.learning_frozen());
         feed(&mut e, 15, 5);
         assert_eq!(e.counters().updates, 15);
     }

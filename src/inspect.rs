@@ -118,7 +118,7 @@ pub struct ModelView {
     pub intercept: f64,
     /// Updates applied.
     pub updates: u64,
-    /// Learning frozen by a drift alert.
+    /// Learning frozen by a drift alert or an operator.
     pub frozen: bool,
     /// The largest coefficients by |weight|.
     pub coefficients: Vec<Coefficient>,

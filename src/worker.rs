@@ -1270,7 +1270,7 @@ impl Worker {
             checkpoint_duration_seconds: self.cut_seconds,
             partitions: self.assigned.len(),
             not_ready,
-            frozen: self.engine.drift().frozen() || self.engine.operator_frozen(),
+            frozen: self.engine.learning_frozen(),
             loss_paused: self.engine.loss_paused(),
             skipped: crate::guard::Skip::ALL.map(|why| self.engine.skipped(why)),
             drift: self.last_drift.clone(),
