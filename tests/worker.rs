@@ -855,3 +855,96 @@ fn an_unwritable_checkpoint_directory_stops_the_worker_before_committing_offsets
         "every joined label applied exactly once"
     );
 }
+
+/// Broker errors the real broker cannot be made to return, injected with librdkafka's
+/// MockCluster (3 brokers, in this process; the worker reaches it over loopback TCP): retriable
+/// request errors on Produce, Fetch, OffsetCommit and Heartbeat, partition leaders moved to other
+/// brokers, and a broker taken down and back up, all mid-stream. The worker must ride them out
+/// and end where replay ends: every event predicted, every label applied once.
+#[test]
+fn injected_broker_errors_and_leader_moves_lose_nothing() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    for (t, p) in [
+        ("events", 2),
+        ("labels", 2),
+        ("predictions", 2),
+        ("dead-letter", 1),
+    ] {
+        cluster.create_topic(t, p, 1).expect("topic");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stream = common::write_stream(dir.path(), sim(6_000, 23));
+    let events = common::lines_of(&stream.events);
+    let labels = common::lines_of(&stream.labels);
+    let half = events.len() / 2;
+    common::produce_lines(&bootstrap, "events", &events[..half]);
+    let config = common::worker_config(dir.path(), &bootstrap, "mock", "predictions", 500, "");
+    // The mock coordinator waits 3 s (group.initial.rebalance.delay.ms) before its first
+    // assignment: a 2 s session would expire the member while it waits, again and again.
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("\"2000\"", "\"6000\"")
+        .replace("\"300\"", "\"1000\"");
+    std::fs::write(&config, text).expect("config");
+    let (want, want_ids) = reference(&config, &stream, dir.path());
+
+    let w = WorkerProc::start(&config, &dir.path().join("mock.log"));
+    common::read_topic(&bootstrap, "predictions", 2, LONG, |m| m.len() >= 500);
+
+    let retriable = |code: RDKafkaRespErr| vec![code; 4];
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &retriable(RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION),
+    );
+    cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &retriable(RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT),
+    );
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &retriable(RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS),
+    );
+    cluster.request_errors(
+        RDKafkaApiKey::Heartbeat,
+        &retriable(RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR),
+    );
+    cluster.partition_leader("events", 0, Some(2)).expect("move");
+    cluster.partition_leader("predictions", 1, Some(3)).expect("move");
+    cluster.partition_leader("labels", 1, Some(1)).expect("move");
+    common::produce_lines(&bootstrap, "events", &events[half..]);
+    cluster.broker_down(2).expect("down");
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.broker_up(2).expect("up");
+    common::produce_lines(&bootstrap, "labels", &labels);
+
+    let show = wait_consumed(&config, events.len(), labels.len(), &w);
+    let log = w.log_text();
+    assert!(w.terminate(Duration::from_secs(30)).success(), "{log}");
+    // The faults reached the worker (librdkafka retries most of them silently; these surface).
+    for seen in [
+        "Offset commit failed; the next checkpoint retries it",
+        "Request timed out",
+        "Connection refused",
+    ] {
+        assert!(log.contains(seen), "{seen:?} not in the log:\n{log}");
+    }
+    let preds = common::read_topic(&bootstrap, "predictions", 2, LONG, |m| {
+        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
+    });
+    let got: HashSet<String> = ids(&preds).into_iter().collect();
+    assert_eq!(got, want_ids, "every event predicted, nothing else");
+    assert_eq!(
+        show["counters"]["updates"].as_u64(),
+        Some(want.updates.applied),
+        "every label applied once; log:\n{log}"
+    );
+    eprintln!(
+        "mock cluster faults: {} predictions for {} events ({} duplicates)",
+        preds.len(),
+        want_ids.len(),
+        preds.len() - want_ids.len()
+    );
+}
