@@ -44,6 +44,9 @@ pub struct Status {
     pub checkpoint_duration_seconds: f64,
     /// Partitions assigned.
     pub partitions: usize,
+    /// Records produced (predictions, dead letters, drift reports) the broker has not yet
+    /// acknowledged.
+    pub unacknowledged: u64,
     /// Why the worker is not ready (`None`: ready).
     pub not_ready: Option<String>,
     /// Learning frozen by drift.
@@ -661,6 +664,13 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         "Partitions assigned to this worker.",
     );
     let _ = writeln!(o, "streamlr_partitions_assigned {}", s.partitions);
+    family(
+        &mut o,
+        "streamlr_producer_unacknowledged",
+        "gauge",
+        "Records produced (predictions, dead letters, drift reports) not yet acknowledged by the broker.",
+    );
+    let _ = writeln!(o, "streamlr_producer_unacknowledged {}", s.unacknowledged);
     if let Some(a) = s.checkpoint_age_seconds {
         family(
             &mut o,

@@ -355,6 +355,8 @@ impl ConsumerContext for PlainContext {}
 /// Counts deliveries the broker refused for good.
 #[derive(Debug, Default)]
 struct DeliveryContext {
+    /// Delivery reports received, success or failure: progress of the producer queue.
+    reports: AtomicU64,
     failed: AtomicU64,
     last: Mutex<String>,
 }
@@ -365,6 +367,7 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        self.reports.fetch_add(1, Ordering::Relaxed);
         if let Err((e, m)) = result {
             self.failed.fetch_add(1, Ordering::SeqCst);
             error!(error = %e, topic = m.topic(), "Record not delivered");
@@ -428,6 +431,10 @@ const MODEL_EVERY: Duration = Duration::from_secs(5);
 const PROGRESS: Duration = Duration::from_secs(10);
 /// Records taken from one consumer per poll round (keeps rebalances and cuts responsive).
 const POLL_BATCH: usize = 2_000;
+/// No delivery report for this long while records wait in the producer: not ready.
+const PRODUCER_STALLED_AFTER: Duration = Duration::from_secs(10);
+/// How long a send waits for room in a full producer queue before publishing the status again.
+const PUBLISH_WHILE_WAITING: Duration = Duration::from_millis(200);
 /// Records processed per round before the loop polls again.
 const PROCESS_BATCH: usize = 5_000;
 
@@ -469,6 +476,9 @@ struct Worker {
     lineage: Option<Lineage>,
     /// When `/model` was last published.
     model_at: Option<Instant>,
+    /// Delivery reports counted at the last publication, and when the producer was last seen
+    /// making progress (a report arrived, or nothing was waiting).
+    delivered: (u64, Instant),
 }
 
 #[derive(Debug)]
@@ -632,6 +642,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         watermarks,
         lineage,
         model_at: None,
+        delivered: (0, Instant::now()),
     };
     worker.publish();
     let result = worker.run_loop(&stop);
@@ -914,12 +925,6 @@ impl Worker {
             payload_truncated: truncated,
         };
         let bytes = serde_json::to_vec(&dl).unwrap_or_default();
-        let topic = self.cfg.kafka.dead_letter_topic.clone();
-        // The original key, cut like the payload so a huge key cannot make the dead letter
-        // itself undeliverable.
-        let key = r.key.as_deref().unwrap_or_default();
-        let key = &key[..key.len().min(DEAD_LETTER_KEY_MAX)];
-        self.send(&topic, key, &bytes)?;
         debug!(
             topic = dl.topic,
             partition = r.partition,
@@ -927,6 +932,12 @@ impl Worker {
             reason = dl.reason,
             "Dead letter"
         );
+        let topic = self.cfg.kafka.dead_letter_topic.clone();
+        // The original key, cut like the payload so a huge key cannot make the dead letter
+        // itself undeliverable.
+        let key = r.key.as_deref().unwrap_or_default();
+        let key = &key[..key.len().min(DEAD_LETTER_KEY_MAX)];
+        self.send(&topic, key, &bytes)?;
         if let Some(i) = crate::event::Reason::ALL
             .iter()
             .position(|x| *x == e.reason)
@@ -936,33 +947,37 @@ impl Worker {
         Ok(())
     }
 
-    fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), WorkerError> {
-        // Waits while the producer queue is full (backpressure), but not beyond drain_timeout
-        // after a stop request.
-        let stop_seen: std::cell::Cell<Option<Instant>> = std::cell::Cell::new(None);
+    /// Produces one record. While the producer queue is full (the broker is slow or a topic
+    /// unavailable) it waits, publishing the status meanwhile (so `/readyz` and
+    /// `streamlr_producer_unacknowledged` show the stall), but not beyond `drain_timeout` after
+    /// a stop request.
+    fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), WorkerError> {
         let drain = self.cfg.checkpoint.drain_timeout.0;
-        let give_up = || {
-            if !self.stop.requested() {
-                return false;
-            }
-            let since = stop_seen.get().unwrap_or_else(|| {
-                let now = Instant::now();
-                stop_seen.set(Some(now));
-                now
+        let mut stop_seen: Option<Instant> = None;
+        loop {
+            let slice = Instant::now();
+            let sent = kafka::send_waiting(&self.producer, topic, key, payload, None, || {
+                slice.elapsed() >= PUBLISH_WHILE_WAITING
             });
-            since.elapsed() >= drain
-        };
-        kafka::send_waiting(&self.producer, topic, key, payload, None, give_up).map_err(|source| {
-            match source {
-                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
-                    WorkerError::DrainTimeout(drain)
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) => {
+                    if self.stop.requested()
+                        && stop_seen.get_or_insert_with(Instant::now).elapsed() >= drain
+                    {
+                        return Err(WorkerError::DrainTimeout(drain));
+                    }
+                    debug!(topic, "Producer queue full: waiting for the broker");
+                    self.publish();
                 }
-                source => WorkerError::Kafka {
-                    what: "producing",
-                    source,
-                },
+                Err(source) => {
+                    return Err(WorkerError::Kafka {
+                        what: "producing",
+                        source,
+                    });
+                }
             }
-        })
+        }
     }
 
     /// Takes a cut: predictions acknowledged → checkpoint + store commit → offsets committed.
@@ -1250,8 +1265,20 @@ impl Worker {
                 self.telemetry.publish_model(json);
             }
         }
+        let unacknowledged = u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
+        let reports = self.producer.context().reports.load(Ordering::Relaxed);
+        if reports != self.delivered.0 || unacknowledged == 0 {
+            self.delivered = (reports, Instant::now());
+        }
+        let stalled = self.delivered.1.elapsed();
         let not_ready = if let Some(e) = self.health.recent() {
             Some(format!("broker unreachable: {e}"))
+        } else if stalled >= PRODUCER_STALLED_AFTER {
+            Some(format!(
+                "the broker has acknowledged none of {unacknowledged} produced records for {} s \
+                 (predictions topic unavailable?)",
+                stalled.as_secs()
+            ))
         } else if self.assigned.is_empty() {
             Some("no partitions assigned".to_string())
         } else {
@@ -1269,6 +1296,7 @@ impl Worker {
             checkpoint_age_seconds: self.cut_at.map(|t| t.elapsed().as_secs_f64()),
             checkpoint_duration_seconds: self.cut_seconds,
             partitions: self.assigned.len(),
+            unacknowledged,
             not_ready,
             frozen: self.engine.learning_frozen(),
             loss_paused: self.engine.loss_paused(),

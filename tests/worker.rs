@@ -861,11 +861,20 @@ fn an_unwritable_checkpoint_directory_stops_the_worker_before_committing_offsets
 /// request errors on Produce, Fetch, OffsetCommit and Heartbeat, partition leaders moved to other
 /// brokers, and a broker taken down and back up, all mid-stream. The worker must ride them out
 /// and end where replay ends: every event predicted, every label applied once.
-#[test]
-fn injected_broker_errors_and_leader_moves_lose_nothing() {
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let cluster = MockCluster::new(3).expect("mock cluster");
+/// A librdkafka MockCluster of 3 brokers with the topics (2 partitions), a generated stream
+/// (not yet produced), and a worker config for it.
+struct MockSetup {
+    cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    bootstrap: String,
+    dir: tempfile::TempDir,
+    stream: common::Stream,
+    events: Vec<Vec<u8>>,
+    labels: Vec<Vec<u8>>,
+    config: std::path::PathBuf,
+}
+
+fn mock_setup(count: u64, seed: u64, group: &str, extra: &str) -> MockSetup {
+    let cluster = rdkafka::mocking::MockCluster::new(3).expect("mock cluster");
     let bootstrap = cluster.bootstrap_servers();
     for (t, p) in [
         ("events", 2),
@@ -876,12 +885,10 @@ fn injected_broker_errors_and_leader_moves_lose_nothing() {
         cluster.create_topic(t, p, 1).expect("topic");
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let stream = common::write_stream(dir.path(), sim(6_000, 23));
+    let stream = common::write_stream(dir.path(), sim(count, seed));
     let events = common::lines_of(&stream.events);
     let labels = common::lines_of(&stream.labels);
-    let half = events.len() / 2;
-    common::produce_lines(&bootstrap, "events", &events[..half]);
-    let config = common::worker_config(dir.path(), &bootstrap, "mock", "predictions", 500, "");
+    let config = common::worker_config(dir.path(), &bootstrap, group, "predictions", 500, extra);
     // The mock coordinator waits 3 s (group.initial.rebalance.delay.ms) before its first
     // assignment: a 2 s session would expire the member while it waits, again and again.
     let text = std::fs::read_to_string(&config)
@@ -889,6 +896,36 @@ fn injected_broker_errors_and_leader_moves_lose_nothing() {
         .replace("\"2000\"", "\"6000\"")
         .replace("\"300\"", "\"1000\"");
     std::fs::write(&config, text).expect("config");
+    MockSetup {
+        cluster,
+        bootstrap,
+        dir,
+        stream,
+        events,
+        labels,
+        config,
+    }
+}
+
+/// Broker errors the real broker cannot be made to return, injected with librdkafka's
+/// MockCluster (3 brokers, in this process; the worker reaches it over loopback TCP): retriable
+/// request errors on Produce, Fetch, OffsetCommit and Heartbeat, partition leaders moved to other
+/// brokers, and a broker taken down and back up, all mid-stream. The worker must ride them out
+/// and end where replay ends: every event predicted, every label applied once.
+#[test]
+fn injected_broker_errors_and_leader_moves_lose_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let MockSetup {
+        cluster,
+        bootstrap,
+        dir,
+        stream,
+        events,
+        labels,
+        config,
+    } = mock_setup(6_000, 23, "mock", "");
+    let half = events.len() / 2;
+    common::produce_lines(&bootstrap, "events", &events[..half]);
     let (want, want_ids) = reference(&config, &stream, dir.path());
 
     let w = WorkerProc::start(&config, &dir.path().join("mock.log"));
@@ -911,9 +948,15 @@ fn injected_broker_errors_and_leader_moves_lose_nothing() {
         RDKafkaApiKey::Heartbeat,
         &retriable(RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR),
     );
-    cluster.partition_leader("events", 0, Some(2)).expect("move");
-    cluster.partition_leader("predictions", 1, Some(3)).expect("move");
-    cluster.partition_leader("labels", 1, Some(1)).expect("move");
+    cluster
+        .partition_leader("events", 0, Some(2))
+        .expect("move");
+    cluster
+        .partition_leader("predictions", 1, Some(3))
+        .expect("move");
+    cluster
+        .partition_leader("labels", 1, Some(1))
+        .expect("move");
     common::produce_lines(&bootstrap, "events", &events[half..]);
     cluster.broker_down(2).expect("down");
     std::thread::sleep(Duration::from_secs(3));
@@ -946,5 +989,149 @@ fn injected_broker_errors_and_leader_moves_lose_nothing() {
         preds.len(),
         want_ids.len(),
         preds.len() - want_ids.len()
+    );
+}
+
+/// The predictions topic becomes unavailable (the broker leading it goes down) while events
+/// keep coming: the worker stops consuming once the producer queue is full (backpressure, not
+/// memory growth), says so on `/readyz` and in `streamlr_producer_unacknowledged`, and when the
+/// topic returns it delivers everything: every event predicted, every label applied once.
+#[test]
+fn an_unavailable_predictions_topic_stops_consumption_within_the_producer_queue() {
+    // CI: a 500-record queue over 12k events; README's figure: STREAMLR_SLOW_QUEUE=100000
+    // (librdkafka's default) over STREAMLR_SLOW_EVENTS=150000.
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let queue = env("STREAMLR_SLOW_QUEUE", 500);
+    let count = env("STREAMLR_SLOW_EVENTS", 12_000);
+    let MockSetup {
+        cluster,
+        bootstrap,
+        dir,
+        stream,
+        events,
+        labels,
+        config,
+    } = mock_setup(count, 29, "slow", "");
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "[kafka.client]\n",
+        &format!("[kafka.client]\n\"queue.buffering.max.messages\" = \"{queue}\"\n"),
+    );
+    std::fs::write(&config, text).expect("config");
+    // Predictions live on broker 3 alone; everything the consumers need on brokers 1 and 2.
+    for p in 0..2 {
+        cluster
+            .partition_leader("predictions", p, Some(3))
+            .expect("leader");
+        cluster
+            .partition_leader("events", p, Some(1 + p))
+            .expect("leader");
+        cluster
+            .partition_leader("labels", p, Some(1 + p))
+            .expect("leader");
+    }
+    cluster
+        .partition_leader("dead-letter", 0, Some(1))
+        .expect("leader");
+    cluster
+        .coordinator(rdkafka::mocking::MockCoordinator::Group("slow".into()), 1)
+        .expect("coordinator");
+    let (want, want_ids) = reference(&config, &stream, dir.path());
+    let first = 2_000;
+    common::produce_lines(&bootstrap, "events", &events[..first]);
+    let w = WorkerProc::start(&config, &dir.path().join("slow.log"));
+    common::read_topic(&bootstrap, "predictions", 2, LONG, |m| {
+        m.len() >= first - 100
+    });
+    let addr = common::http_addr(&w.log_text()).expect("HTTP address in the log");
+    let scored = |addr: &str| {
+        let (_, text) = common::http_get(addr, "/metrics");
+        let n = text
+            .lines()
+            .find(|l| l.starts_with("streamlr_events_total{outcome=\"scored\"}"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .expect("scored counter");
+        let waiting = common::metric(&text, "streamlr_producer_unacknowledged").expect("gauge");
+        (n, waiting)
+    };
+    let before = scored(&addr).0;
+
+    cluster.broker_down(3).expect("down");
+    common::produce_lines(&bootstrap, "events", &events[first..]);
+    let why = common::wait_for(Duration::from_secs(60), "not ready while stalled", || {
+        let (code, why) = common::http_get(&addr, "/readyz");
+        (code == 503 && why.contains("acknowledged none")).then_some(why)
+    });
+    let (stalled_at, waiting) = scored(&addr);
+    let rss = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let rss_stalled = rss(w.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let (still, _) = scored(&addr);
+    let rss_later = rss(w.pid());
+    eprintln!(
+        "stalled: {why:?}; scored {before} before the cut, {stalled_at} when stalled, {still} 3 s \
+         later; {waiting} unacknowledged; RSS {rss_stalled} kB then {rss_later} kB"
+    );
+    assert!(
+        waiting >= 1.0 && waiting <= queue as f64,
+        "records wait in the bounded queue: {waiting}"
+    );
+    assert_eq!(
+        still, stalled_at,
+        "no event consumed while nothing can be delivered"
+    );
+    assert!(
+        stalled_at <= before + 2 * queue,
+        "consumption stops within the producer queue: {stalled_at} scored, {before} before"
+    );
+    assert!(
+        (stalled_at as usize) < events.len() - 1_000,
+        "the backlog stays in Kafka, not in memory"
+    );
+
+    cluster.broker_up(3).expect("up");
+    common::produce_lines(&bootstrap, "labels", &labels);
+    let show = wait_consumed(&config, events.len(), labels.len(), &w);
+    common::wait_for(Duration::from_secs(60), "ready again", || {
+        (common::http_get(&addr, "/readyz").0 == 200).then_some(())
+    });
+    let log = w.log_text();
+    assert!(w.terminate(Duration::from_secs(30)).success(), "{log}");
+    let preds = common::read_topic(&bootstrap, "predictions", 2, LONG, |m| {
+        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
+    });
+    let got: HashSet<String> = ids(&preds).into_iter().collect();
+    let missing: Vec<_> = want_ids.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(&want_ids).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "every event predicted once the topic returned: {} of {} read back ({} records); \
+         missing {} e.g. {missing:?}; not expected {} e.g. {extra:?}",
+        got.len(),
+        want_ids.len(),
+        preds.len(),
+        want_ids.difference(&got).count(),
+        got.difference(&want_ids).count(),
+    );
+    assert_eq!(
+        show["counters"]["updates"].as_u64(),
+        Some(want.updates.applied),
+        "every label applied once"
     );
 }
