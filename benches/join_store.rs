@@ -101,6 +101,7 @@ fn main() {
                     label: false,
                     ts: None,
                     weight: 1.0,
+                    entity: None,
                 });
             }
         }

@@ -224,6 +224,11 @@ pub struct GuardConfig {
     /// A pause lasting this many windows ends (a new regime, not a spike): learning resumes
     /// and the long-run mean starts over.
     pub loss_spike_max_windows: u64,
+    /// Labels learned per entity (`input.label_entity_field`) per `label_rate_window` of label
+    /// time; the rest are counted `rate_limited` and not joined (0 = off).
+    pub label_rate_limit: u32,
+    /// The window of `label_rate_limit`.
+    pub label_rate_window: HumanDuration,
 }
 
 impl Default for GuardConfig {
@@ -234,6 +239,8 @@ impl Default for GuardConfig {
             loss_spike_window: 1_000,
             loss_spike_min_labels: 10_000,
             loss_spike_max_windows: 10,
+            label_rate_limit: 0,
+            label_rate_window: HumanDuration::from_secs(3600),
         }
     }
 }
@@ -296,6 +303,9 @@ pub struct InputConfig {
     pub label_timestamp_field: String,
     /// Label field holding a non-negative example weight (optional in the record, default 1).
     pub label_weight_field: String,
+    /// Label field naming the entity the label is about (card, account, merchant), for
+    /// `guard.label_rate_limit` ("" = none).
+    pub label_entity_field: String,
 }
 
 impl Default for InputConfig {
@@ -310,6 +320,7 @@ impl Default for InputConfig {
             label_field: "label".into(),
             label_timestamp_field: "ts".into(),
             label_weight_field: "weight".into(),
+            label_entity_field: String::new(),
         }
     }
 }
@@ -1051,6 +1062,20 @@ impl Config {
         }
         if g.loss_spike_max_windows == 0 {
             bad("guard.loss_spike_max_windows", "0".into(), "must be >= 1");
+        }
+        if g.label_rate_limit > 0 && self.input.label_entity_field.is_empty() {
+            bad(
+                "guard.label_rate_limit",
+                g.label_rate_limit.to_string(),
+                "needs input.label_entity_field: the label field that names the entity",
+            );
+        }
+        if g.label_rate_window.0.is_zero() {
+            bad(
+                "guard.label_rate_window",
+                format!("{:?}", g.label_rate_window.0),
+                "must be > 0",
+            );
         }
         let d = &self.drift;
         for (key, v) in [

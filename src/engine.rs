@@ -39,11 +39,13 @@ pub enum LabelCount {
     Late,
     /// The label record could not be decoded.
     Invalid,
+    /// Over its entity's `guard.label_rate_limit`: dropped before the join.
+    RateLimited,
 }
 
 impl LabelCount {
     /// Every outcome.
-    pub const ALL: [LabelCount; 8] = [
+    pub const ALL: [LabelCount; 9] = [
         LabelCount::Joined,
         LabelCount::Expired,
         LabelCount::Implicit,
@@ -52,6 +54,7 @@ impl LabelCount {
         LabelCount::Unknown,
         LabelCount::Late,
         LabelCount::Invalid,
+        LabelCount::RateLimited,
     ];
 
     /// Metric label value.
@@ -65,6 +68,7 @@ impl LabelCount {
             LabelCount::Unknown => "unknown",
             LabelCount::Late => "late",
             LabelCount::Invalid => "invalid",
+            LabelCount::RateLimited => "rate_limited",
         }
     }
 }
@@ -551,6 +555,14 @@ impl<B: JoinBackend> Engine<B> {
     /// Joins a decoded label and learns from it. Returns the outcome, or `None` while the label
     /// waits for its event.
     pub fn apply_label(&mut self, label: Label, partition: i32) -> Option<LabelCount> {
+        if !self
+            .guard
+            .rates
+            .admit(&self.cfg.guard, label.entity, label.ts)
+        {
+            self.counters.labels[LabelCount::RateLimited as usize] += 1;
+            return Some(LabelCount::RateLimited);
+        }
         let outcome = match self.shard(partition).label(label) {
             LabelOutcome::Joined(j) => {
                 self.learn(j, LabelCount::Joined);

@@ -66,11 +66,13 @@ pub enum Reason {
     /// the wall clock). Such a time would move its partition's watermark past every pending
     /// entry.
     TimestampInFuture,
+    /// The label's entity field (`input.label_entity_field`) is not a string, number or null.
+    InvalidEntity,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::TooLarge,
         Reason::InvalidUtf8,
         Reason::NotJson,
@@ -94,6 +96,7 @@ impl Reason {
         Reason::InvalidLabel,
         Reason::InvalidWeight,
         Reason::TimestampInFuture,
+        Reason::InvalidEntity,
     ];
 
     /// The snake_case name used on the wire and in metrics.
@@ -122,6 +125,7 @@ impl Reason {
             Reason::InvalidLabel => "invalid_label",
             Reason::InvalidWeight => "invalid_weight",
             Reason::TimestampInFuture => "timestamp_in_future",
+            Reason::InvalidEntity => "invalid_entity",
         }
     }
 }
@@ -187,6 +191,9 @@ pub struct Label {
     pub ts: Option<i64>,
     /// Example weight (default 1).
     pub weight: f64,
+    /// The entity it is about (`input.label_entity_field`), as [`crate::guard::entity_key`] of
+    /// its text; `None` when not configured, absent or null.
+    pub entity: Option<u64>,
 }
 
 /// One contribution w_i·x_i to a score.
@@ -767,6 +774,8 @@ impl<'de> Visitor<'de> for LabelSeed<'_> {
         let mut label = None;
         let mut ts = None;
         let mut weight = None;
+        let mut entity = None;
+        let entity_field = input.label_entity_field.as_str();
         while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
             let slot = if *key == *input.label_id_field {
                 0
@@ -776,6 +785,8 @@ impl<'de> Visitor<'de> for LabelSeed<'_> {
                 2
             } else if *key == *input.label_weight_field {
                 3
+            } else if !entity_field.is_empty() && *key == *entity_field {
+                4
             } else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -785,6 +796,7 @@ impl<'de> Visitor<'de> for LabelSeed<'_> {
                 label.is_some(),
                 ts.is_some(),
                 weight.is_some(),
+                entity.is_some(),
             ][slot];
             if seen {
                 return Err(fail(
@@ -798,7 +810,8 @@ impl<'de> Visitor<'de> for LabelSeed<'_> {
                 0 => id = Some(id_from(v, &key, &self.d.limits, cell)?.into_owned()),
                 1 => label = Some(label_from(v, &key, cell)?),
                 2 => ts = Some(ts_from(v, &key, cell)?),
-                _ => weight = Some(weight_from(v, &key, cell)?),
+                3 => weight = Some(weight_from(v, &key, cell)?),
+                _ => entity = Some(entity_from(v, &key, cell)?),
             }
         }
         let Some(id) = id else {
@@ -820,7 +833,37 @@ impl<'de> Visitor<'de> for LabelSeed<'_> {
             label,
             ts: ts.flatten(),
             weight: weight.flatten().unwrap_or(1.0),
+            entity: entity.flatten(),
         })
+    }
+}
+
+/// The entity of a label: a string, or a number (by its decimal text; an integral float as the
+/// integer), as its [`crate::guard::entity_key`]; null means none.
+fn entity_from<E: de::Error>(
+    s: Scalar<'_>,
+    field: &str,
+    cell: &Cell<Option<Reason>>,
+) -> Result<Option<u64>, E> {
+    let key = |t: &str| Some(crate::guard::entity_key(t.as_bytes()));
+    match s {
+        Scalar::Null => Ok(None),
+        Scalar::Str(s) => Ok(key(&s)),
+        Scalar::Int(i) => Ok(key(&i.to_string())),
+        Scalar::Float(f)
+            if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 =>
+        {
+            Ok(key(&(f as i64).to_string()))
+        }
+        Scalar::Float(f) if f.is_finite() => Ok(key(&f.to_string())),
+        other => Err(fail(
+            cell,
+            Reason::InvalidEntity,
+            format_args!(
+                "{field:?} is a {}, expected a string, number or null",
+                other.kind()
+            ),
+        )),
     }
 }
 
@@ -1080,7 +1123,8 @@ mod tests {
                 id: "tx-1".into(),
                 label: true,
                 ts: Some(1_732_790_000_000),
-                weight: 2.0
+                weight: 2.0,
+                entity: None,
             }
         );
         let l = d

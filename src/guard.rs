@@ -12,8 +12,16 @@
 //!   model cannot repair): learning resumes and the long-run mean starts over.
 //! - **Weight change** (`guard.max_weight_change` > 0, applied by [`crate::optim`]): an update
 //!   that would move any weight by more than this is refused whole.
+//! - **Label rate per entity** (`guard.label_rate_limit` > 0): at most that many labels per
+//!   entity (`input.label_entity_field`) are joined per tumbling window of label time
+//!   (`guard.label_rate_window`); the rest are counted `rate_limited` and dropped before the
+//!   join, so one card or merchant flooding labels cannot steer the model. Windows follow label
+//!   time (the label's own, else its record's), never the wall clock, so replay and a restarted
+//!   worker decide alike; a label older than the current window counts in it.
 //!
 //! Pure: the engine feeds it; its state is part of the learner snapshot.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +105,61 @@ pub struct GuardState {
     pub operator_frozen: bool,
     /// Labels not learned while frozen by an operator.
     pub operator: u64,
+    /// Labels per entity in the current window (stored after the rest: snapshot format 4).
+    #[serde(skip)]
+    pub rates: EntityRates,
+}
+
+/// The key of an entity: 64 bits of MurmurHash3 (two 32-bit hashes with fixed seeds) of its
+/// text. Two entities share a budget only on a full 64-bit collision.
+pub fn entity_key(text: &[u8]) -> u64 {
+    let hi = crate::hash::murmur3_32(text, 0x5eed_e171);
+    let lo = crate::hash::murmur3_32(text, 0x7a1e_0b5e);
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Labels counted per entity in the current window of label time (`guard.label_rate_limit`).
+/// Memory: one (key, count) pair per entity seen in the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EntityRates {
+    /// Window number (label time / window length) the counts belong to.
+    window: i64,
+    /// Labels admitted per entity key in that window.
+    counts: BTreeMap<u64, u32>,
+}
+
+impl EntityRates {
+    /// Whether a label of `entity` at label time `ts` is admitted under the limit (counting it
+    /// if so). Always true when the limit is off or the label has no entity.
+    pub fn admit(&mut self, cfg: &GuardConfig, entity: Option<u64>, ts: Option<i64>) -> bool {
+        let Some(entity) = entity else {
+            return true;
+        };
+        if cfg.label_rate_limit == 0 {
+            return true;
+        }
+        let len = i64::try_from(cfg.label_rate_window.0.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        if let Some(ts) = ts {
+            let w = ts.div_euclid(len);
+            if w > self.window {
+                self.window = w;
+                self.counts.clear();
+            }
+        }
+        let n = self.counts.entry(entity).or_insert(0);
+        if *n >= cfg.label_rate_limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Entities counted in the current window.
+    pub fn entities(&self) -> usize {
+        self.counts.len()
+    }
 }
 
 impl GuardState {
@@ -389,5 +452,148 @@ mod tests {
         assert!(!e.learning_frozen());
         feed(&mut e, 15, 5);
         assert_eq!(e.counters().updates, 15);
+    }
+
+    /// The rate table: two labels per entity per hour of label time; a new hour starts over;
+    /// an older label counts in the current hour; no entity or no limit admits everything.
+    #[test]
+    fn entity_rates_admit_the_limit_per_window_of_label_time() {
+        let g = GuardConfig {
+            label_rate_limit: 2,
+            label_rate_window: crate::duration::HumanDuration::from_secs(3600),
+            ..GuardConfig::default()
+        };
+        let h = 3_600_000i64;
+        let t0 = 1_780_000_000_000i64 / h * h;
+        let mut r = EntityRates::default();
+        let table: [(Option<u64>, Option<i64>, bool); 11] = [
+            (Some(1), Some(t0), true),
+            (Some(1), Some(t0 + 1), true),
+            (Some(1), Some(t0 + 2), false),
+            (Some(2), Some(t0 + 3), true),
+            (None, Some(t0 + 4), true),
+            (None, Some(t0 + 5), true),
+            (Some(1), None, false),
+            (Some(1), Some(t0 + h), true),
+            (Some(1), Some(t0 + 7), true),
+            (Some(1), Some(t0 + h + 1), false),
+            (Some(2), Some(t0 + 2 * h - 1), true),
+        ];
+        for (i, (entity, ts, want)) in table.into_iter().enumerate() {
+            assert_eq!(
+                r.admit(&g, entity, ts),
+                want,
+                "row {i}: {entity:?} at {ts:?}"
+            );
+        }
+        let off = GuardConfig::default();
+        assert!((0..10).all(|_| r.admit(&off, Some(1), Some(t0 + 2 * h))));
+    }
+
+    proptest::proptest! {
+        /// Against a plain model: the current window is the largest window of label time seen;
+        /// an entity is admitted while fewer than `limit` of its labels were admitted in it.
+        #[test]
+        fn entity_rates_match_a_plain_model(
+            labels in proptest::collection::vec((0u64..4, proptest::option::of(0i64..5_000)), 0..200),
+            limit in 1u32..4,
+        ) {
+            let g = GuardConfig {
+                label_rate_limit: limit,
+                label_rate_window: crate::duration::HumanDuration(std::time::Duration::from_millis(1_000)),
+                ..GuardConfig::default()
+            };
+            let mut r = EntityRates::default();
+            let mut current = 0i64;
+            let mut admitted: Vec<(i64, u64)> = Vec::new();
+            for (entity, ts) in labels {
+                if let Some(ts) = ts {
+                    current = current.max(ts / 1_000);
+                }
+                let n = admitted.iter().filter(|&&(w, e)| w == current && e == entity).count();
+                let want = n < limit as usize;
+                if want {
+                    admitted.push((current, entity));
+                }
+                proptest::prop_assert_eq!(r.admit(&g, Some(entity), ts), want);
+            }
+        }
+    }
+
+    /// Through the engine: a flooding entity's labels beyond the limit are counted
+    /// `rate_limited`, neither joined nor learned; their entries stay pending (a later label in
+    /// a new window joins them); other entities and entity-less labels are untouched.
+    #[test]
+    fn the_engine_drops_labels_over_an_entitys_rate() {
+        use crate::engine::{Engine, LabelCount, LabelResult};
+        use crate::join::MemoryBackend;
+        let mut cfg = crate::config::Config::default();
+        cfg.features.hash_bits = 12;
+        cfg.guard.label_rate_limit = 3;
+        let problems = cfg.validate();
+        assert!(
+            problems.iter().any(|p| p.key == "guard.label_rate_limit"),
+            "a limit without an entity field is a config error naming the key: {problems:?}"
+        );
+        cfg.input.label_entity_field = "card".into();
+        assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+        let mut e = Engine::new(cfg, |_| (MemoryBackend::default(), None));
+        let t0 = 1_780_000_000_000i64 / 3_600_000 * 3_600_000;
+        for id in 0..20 {
+            let ev = format!(
+                r#"{{"id":"{id}","ts":{},"features":{{"x":{id}}}}}"#,
+                t0 + id
+            );
+            e.on_event(ev.as_bytes(), 0, 0, i64::MAX).expect("scored");
+        }
+        let label = |e: &mut Engine<MemoryBackend>, id: u32, card: &str, ts: i64| {
+            let l = format!(r#"{{"id":"{id}","label":1,"ts":{ts},"card":{card}}}"#);
+            match e.on_label(l.as_bytes(), 0) {
+                LabelResult::Handled(o) => o,
+                LabelResult::Invalid(err) => panic!("{err}"),
+            }
+        };
+        // Card "A" (as a string, and as the number's text: the same entity) floods 8 labels.
+        for id in 0..8 {
+            let card = if id % 2 == 0 { r#""7""# } else { "7" };
+            let want = if id < 3 {
+                LabelCount::Joined
+            } else {
+                LabelCount::RateLimited
+            };
+            assert_eq!(label(&mut e, id, card, t0 + 100), Some(want), "label {id}");
+        }
+        // Another card and a label without one are not limited.
+        for id in 8..12 {
+            assert_eq!(
+                label(&mut e, id, r#""B""#, t0 + 100),
+                Some(if id < 11 {
+                    LabelCount::Joined
+                } else {
+                    LabelCount::RateLimited
+                })
+            );
+        }
+        assert_eq!(
+            label(&mut e, 12, "null", t0 + 100),
+            Some(LabelCount::Joined)
+        );
+        assert_eq!(e.counters().label(LabelCount::RateLimited), 6);
+        assert_eq!(e.counters().updates, 7);
+        // A dropped label did not close its entry: in the next hour it joins.
+        assert_eq!(
+            label(&mut e, 5, "7", t0 + 3_600_000),
+            Some(LabelCount::Joined)
+        );
+        assert_eq!(e.counters().updates, 8);
+        // A wrongly typed entity is refused with its own reason.
+        let bad = e.on_label(br#"{"id":"13","label":1,"card":{"n":1}}"#, 0);
+        assert!(
+            matches!(&bad, LabelResult::Invalid(err) if err.reason == crate::event::Reason::InvalidEntity),
+            "{bad:?}"
+        );
+        // The counts are part of the learner state.
+        let st = e.learner_state();
+        assert_eq!(st.guard.rates.entities(), 1);
     }
 }

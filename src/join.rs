@@ -559,6 +559,7 @@ pub(crate) mod tests {
             label: y,
             ts: Some(ts),
             weight: 1.0,
+            entity: None,
         }
     }
 
@@ -678,6 +679,7 @@ pub(crate) mod tests {
             label: true,
             ts: None,
             weight: 1.0,
+            entity: None,
         };
         assert_eq!(j.label(l), LabelOutcome::Waiting);
         j.advance(1000, &mut sw);

@@ -7,8 +7,8 @@
 //! stored sparsely (only entries whose bits are not all zero), and f64 values as their exact
 //! bits, so a round trip is bit-exact.
 //!
-//! Format 3 appends the guardrail state after format 2's payload; format 2 snapshots are still
-//! read (with a fresh guardrail state).
+//! Format 3 appends the guardrail state after format 2's payload, format 4 the per-entity label
+//! counts after that; formats 2 and 3 are still read (with fresh state for what they lack).
 
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
@@ -23,9 +23,10 @@ use crate::optim::Optimizer;
 
 const MAGIC: &[u8; 8] = b"STRMLRSN";
 /// Current snapshot format version.
-pub const FORMAT_VERSION: u16 = 3;
-/// The previous format (no guardrail state), still read.
+pub const FORMAT_VERSION: u16 = 4;
+/// Older formats, still read: 2 (no guardrail state), 3 (no per-entity label counts).
 const FORMAT_V2: u16 = 2;
+const FORMAT_V3: u16 = 3;
 
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -129,6 +130,7 @@ pub fn encode(schema: &SchemaId, s: &LearnerState) -> Vec<u8> {
     };
     let mut body = postcard::to_stdvec(&payload).unwrap_or_default();
     body.extend(postcard::to_stdvec(&s.guard).unwrap_or_default());
+    body.extend(postcard::to_stdvec(&s.guard.rates).unwrap_or_default());
     frame::seal(MAGIC, FORMAT_VERSION, &body)
 }
 
@@ -139,7 +141,7 @@ pub fn decode(
 ) -> Result<(SchemaId, LearnerState), SnapshotError> {
     let (version, body) =
         frame::open(MAGIC, bytes).map_err(|_| SnapshotError::Malformed("bad header"))?;
-    if version != FORMAT_VERSION && version != FORMAT_V2 {
+    if ![FORMAT_V2, FORMAT_V3, FORMAT_VERSION].contains(&version) {
         return Err(SnapshotError::Version(version));
     }
     let body = body.map_err(|e| match e {
@@ -148,14 +150,22 @@ pub fn decode(
     })?;
     let (p, rest): (Payload, &[u8]) =
         postcard::take_from_bytes(body).map_err(|e| SnapshotError::Payload(e.to_string()))?;
-    let guard = if version == FORMAT_V2 {
-        if !rest.is_empty() {
-            return Err(SnapshotError::Payload("trailing bytes".into()));
-        }
-        crate::guard::GuardState::default()
+    let payload_err = |e: postcard::Error| SnapshotError::Payload(e.to_string());
+    let (mut guard, rest) = if version == FORMAT_V2 {
+        (crate::guard::GuardState::default(), rest)
     } else {
-        postcard::from_bytes(rest).map_err(|e| SnapshotError::Payload(e.to_string()))?
+        postcard::take_from_bytes::<crate::guard::GuardState>(rest).map_err(payload_err)?
     };
+    let rest = if version == FORMAT_VERSION {
+        let (rates, rest) = postcard::take_from_bytes(rest).map_err(payload_err)?;
+        guard.rates = rates;
+        rest
+    } else {
+        rest
+    };
+    if !rest.is_empty() {
+        return Err(SnapshotError::Payload("trailing bytes".into()));
+    }
     if let Some(exp) = expected
         && *exp != p.schema
     {
@@ -246,9 +256,9 @@ mod tests {
     }
 
     #[test]
-    fn guard_state_round_trips_and_format_2_is_still_read() {
+    fn guard_state_round_trips_and_formats_2_and_3_are_still_read() {
         use crate::config::GuardConfig;
-        use crate::guard::GuardState;
+        use crate::guard::{EntityRates, GuardState};
         let events: Vec<(String, f64, bool)> = (0..40)
             .map(|i| (format!("c{}", i % 3), f64::from(i), i % 4 == 0))
             .collect();
@@ -258,6 +268,7 @@ mod tests {
             loss_spike_factor: 2.0,
             loss_spike_window: 3,
             loss_spike_min_labels: 3,
+            label_rate_limit: 2,
             ..GuardConfig::default()
         };
         for loss in [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 5.0, 5.0, 5.0, 0.3] {
@@ -265,25 +276,39 @@ mod tests {
         }
         s.guard.weight_change = 7;
         s.guard.loss_spike = 3;
+        for entity in [1, 2, 2, 3] {
+            assert!(s.guard.rates.admit(&g, Some(entity), Some(7_200_000)));
+        }
         assert!(s.guard.paused && s.guard != GuardState::default());
+        assert_eq!(s.guard.rates.entities(), 3);
         let bytes = encode(&schema(&c), &s);
-        let (_, back) = decode(&bytes, Some(&schema(&c))).expect("format 3");
+        let (_, back) = decode(&bytes, Some(&schema(&c))).expect("format 4");
         assert_eq!(back, s);
-        // Format 2 is format 3 without the guard state at the end.
+        assert_eq!(back.guard.rates, s.guard.rates);
         let (_, body) = frame::open(MAGIC, &bytes).expect("frame");
         let body = body.expect("checksum");
+        // Format 3 is format 4 without the entity counts at the end.
+        let rates_len = postcard::to_stdvec(&s.guard.rates).expect("encode").len();
+        let v3 = frame::seal(MAGIC, 3, &body[..body.len() - rates_len]);
+        let (_, mut old) = decode(&v3, Some(&schema(&c))).expect("format 3");
+        assert_eq!(old.guard.rates, EntityRates::default());
+        old.guard.rates = s.guard.rates.clone();
+        assert_eq!(old, s);
+        // Format 2 is format 3 without the guard state at the end.
         let guard_len = postcard::to_stdvec(&s.guard).expect("encode").len();
-        let v2 = frame::seal(MAGIC, 2, &body[..body.len() - guard_len]);
+        let v2 = frame::seal(MAGIC, 2, &body[..body.len() - rates_len - guard_len]);
         let (_, mut old) = decode(&v2, Some(&schema(&c))).expect("format 2");
         assert_eq!(old.guard, GuardState::default());
         old.guard = s.guard.clone();
         assert_eq!(old, s);
-        // Format 2 with bytes after its payload is refused.
-        let v2_long = frame::seal(MAGIC, 2, body);
-        assert!(matches!(
-            decode(&v2_long, None),
-            Err(SnapshotError::Payload(_))
-        ));
+        // An older format with bytes after its payload is refused.
+        for version in [2, 3] {
+            let long = frame::seal(MAGIC, version, body);
+            assert!(matches!(
+                decode(&long, None),
+                Err(SnapshotError::Payload(_))
+            ));
+        }
     }
 
     #[test]

@@ -55,6 +55,7 @@ fn apply_op<B: JoinBackend>(j: &mut Joiner<B>, k: u64) {
                 label: rng.below(2) == 1,
                 ts: Some(now),
                 weight: 1.0,
+                entity: None,
             });
         }
     }
