@@ -1058,7 +1058,11 @@ fn an_unavailable_predictions_topic_stops_consumption_within_the_producer_queue(
         let waiting = common::metric(&text, "streamlr_producer_unacknowledged").expect("gauge");
         (n, waiting)
     };
-    let before = scored(&addr).0;
+    // /metrics is published about once a second: wait until it shows what was read back.
+    let before = common::wait_for(Duration::from_secs(30), "metrics caught up", || {
+        let n = scored(&addr).0;
+        (n as usize >= first - 100).then_some(n)
+    });
 
     cluster.broker_down(3).expect("down");
     common::produce_lines(&bootstrap, "events", &events[first..]);
