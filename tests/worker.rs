@@ -95,6 +95,21 @@ fn wait_consumed(config: &Path, events: usize, labels: usize, w: &WorkerProc) ->
     }
 }
 
+/// Reads `topic` from the beginning until it holds `ids` distinct keys (or [`LONG`] passes).
+fn read_predicted(bootstrap: &str, topic: &str, partitions: i32, ids: usize) -> Vec<Msg> {
+    common::read_topic(bootstrap, topic, partitions, LONG, |m| {
+        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= ids
+    })
+}
+
+/// A size or duration from the environment (the README's larger runs), else `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn ids(msgs: &[Msg]) -> Vec<String> {
     msgs.iter().map(|m| m.key.clone()).collect()
 }
@@ -365,14 +380,8 @@ fn restart_resumes_without_rescoring_or_reapplying() {
 fn crash_at_random_points_ends_in_the_uninterrupted_model() {
     // The crash loop of README (20 kills over 200k events): STREAMLR_CRASH_KILLS=20
     // STREAMLR_CRASH_EVENTS=200000 cargo nextest run --release --test worker crash_at_random.
-    let env_or = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let kills = env_or("STREAMLR_CRASH_KILLS", 3).max(1);
-    let count = env_or("STREAMLR_CRASH_EVENTS", 30_000) as u64;
+    let kills = env_or("STREAMLR_CRASH_KILLS", 3usize).max(1);
+    let count = env_or("STREAMLR_CRASH_EVENTS", 30_000u64);
     let Setup {
         dir,
         broker,
@@ -439,9 +448,7 @@ fn crash_at_random_points_ends_in_the_uninterrupted_model() {
     assert!(w.terminate(Duration::from_secs(30)).success());
     let after = common::checkpoint_show(&cfg).expect("checkpoint after crashes");
 
-    let preds = common::read_topic(&broker.bootstrap, "pred-crash", 3, LONG, |m| {
-        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
-    });
+    let preds = read_predicted(&broker.bootstrap, "pred-crash", 3, want_ids.len());
     let got: HashSet<String> = ids(&preds).into_iter().collect();
     eprintln!(
         "crash loop: {kills} kills, {} events, {} predictions for {} ids: {} duplicates emitted",
@@ -541,9 +548,7 @@ fn two_workers_split_partitions_and_take_over() {
         "B stops gracefully"
     );
     common::produce_lines(&broker.bootstrap, "events", &events[half..]);
-    let preds = common::read_topic(&broker.bootstrap, "predictions", 4, LONG, |m| {
-        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
-    });
+    let preds = read_predicted(&broker.bootstrap, "predictions", 4, want_ids.len());
     common::wait_for(LONG, "A holds every partition", || {
         let sets = assigned_sets(&a.log_text());
         (sets.last().map(String::as_str) == Some("{0, 1, 2, 3}")).then_some(())
@@ -665,10 +670,7 @@ fn broker_outage_is_ridden_out_without_loss() {
         m.len() >= 1_000
     });
     // 6 s in CI; README's figures: STREAMLR_OUTAGE_SECS=30 and 120.
-    let outage = std::env::var("STREAMLR_OUTAGE_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6u64);
+    let outage = env_or("STREAMLR_OUTAGE_SECS", 6u64);
     proxy.set_down(true);
     std::thread::sleep(Duration::from_secs(outage));
     assert!(w.exited().is_none(), "the worker rides out the outage");
@@ -705,9 +707,7 @@ fn broker_outage_is_ridden_out_without_loss() {
         log.contains("Kafka client error"),
         "the outage was noticed: {log}"
     );
-    let preds = common::read_topic(&broker.bootstrap, "predictions", 2, LONG, |m| {
-        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
-    });
+    let preds = read_predicted(&broker.bootstrap, "predictions", 2, want_ids.len());
     let got: HashSet<String> = ids(&preds).into_iter().collect();
     assert_eq!(got, want_ids, "no prediction lost");
     assert_eq!(
@@ -974,9 +974,7 @@ fn injected_broker_errors_and_leader_moves_lose_nothing() {
     ] {
         assert!(log.contains(seen), "{seen:?} not in the log:\n{log}");
     }
-    let preds = common::read_topic(&bootstrap, "predictions", 2, LONG, |m| {
-        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
-    });
+    let preds = read_predicted(&bootstrap, "predictions", 2, want_ids.len());
     let got: HashSet<String> = ids(&preds).into_iter().collect();
     assert_eq!(got, want_ids, "every event predicted, nothing else");
     assert_eq!(
@@ -1000,14 +998,8 @@ fn injected_broker_errors_and_leader_moves_lose_nothing() {
 fn an_unavailable_predictions_topic_stops_consumption_within_the_producer_queue() {
     // CI: a 500-record queue over 12k events; README's figure: STREAMLR_SLOW_QUEUE=100000
     // (librdkafka's default) over STREAMLR_SLOW_EVENTS=150000.
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let queue = env("STREAMLR_SLOW_QUEUE", 500);
-    let count = env("STREAMLR_SLOW_EVENTS", 12_000);
+    let queue = env_or("STREAMLR_SLOW_QUEUE", 500u64);
+    let count = env_or("STREAMLR_SLOW_EVENTS", 12_000u64);
     let MockSetup {
         cluster,
         bootstrap,
@@ -1117,9 +1109,7 @@ fn an_unavailable_predictions_topic_stops_consumption_within_the_producer_queue(
     });
     let log = w.log_text();
     assert!(w.terminate(Duration::from_secs(30)).success(), "{log}");
-    let preds = common::read_topic(&bootstrap, "predictions", 2, LONG, |m| {
-        m.iter().map(|m| &m.key).collect::<HashSet<_>>().len() >= want_ids.len()
-    });
+    let preds = read_predicted(&bootstrap, "predictions", 2, want_ids.len());
     let got: HashSet<String> = ids(&preds).into_iter().collect();
     let missing: Vec<_> = want_ids.difference(&got).take(5).collect();
     let extra: Vec<_> = got.difference(&want_ids).take(5).collect();
