@@ -86,6 +86,82 @@ struct UndoRecord {
     before: Option<Vec<u8>>,
 }
 
+/// Before-images are written in chunks of about this many bytes (one undo-log key per chunk,
+/// not per changed key: a cut's commit then writes about half as many keys as with one record
+/// per key, which the LSM's memtable insert cost is proportional to).
+const UNDO_CHUNK_BYTES: usize = 256 << 10;
+
+/// The last byte of a chunk's undo key (17 bytes: seq, shard, chunk number, this). Keys of 16
+/// bytes hold a single [`UndoRecord`] (stores written before chunks), still read by a rollback.
+const UNDO_CHUNKED: u8 = 1;
+
+/// The before-images one undo-log value holds.
+fn decode_undo(key: &[u8], value: &[u8]) -> Result<Vec<UndoRecord>, StoreError> {
+    let bad = |e: postcard::Error| StoreError::Decode(e.to_string());
+    if key.len() == 17 && key[16] == UNDO_CHUNKED {
+        postcard::from_bytes(value).map_err(bad)
+    } else {
+        Ok(vec![postcard::from_bytes(value).map_err(bad)?])
+    }
+}
+
+/// Collects a cut's before-images and writes them to the undo log in chunks.
+struct UndoWriter<'a> {
+    log: Option<&'a PartitionHandle>,
+    seq: u64,
+    shard: u32,
+    chunk: u32,
+    records: Vec<UndoRecord>,
+    bytes: usize,
+}
+
+impl UndoWriter<'_> {
+    /// Records what `key` of `part` held before this cut (only with an undo log).
+    fn push(
+        &mut self,
+        batch: &mut fjall::Batch,
+        shard: u32,
+        part: u8,
+        key: &[u8],
+        before: Option<Vec<u8>>,
+    ) {
+        if self.log.is_none() {
+            return;
+        }
+        if shard != self.shard {
+            self.flush(batch);
+            self.shard = shard;
+        }
+        self.bytes += key.len() + before.as_ref().map_or(0, Vec::len) + 8;
+        self.records.push(UndoRecord {
+            part,
+            key: key.to_vec(),
+            before,
+        });
+        if self.bytes >= UNDO_CHUNK_BYTES {
+            self.flush(batch);
+        }
+    }
+
+    /// Writes the collected before-images as one chunk.
+    fn flush(&mut self, batch: &mut fjall::Batch) {
+        let Some(log) = self.log else { return };
+        if self.records.is_empty() {
+            return;
+        }
+        let mut key = undo_key(self.seq, self.shard, self.chunk);
+        key.push(UNDO_CHUNKED);
+        batch.insert(
+            log,
+            key,
+            postcard::to_stdvec(&self.records).unwrap_or_default(),
+        );
+        self.chunk += 1;
+        self.records.clear();
+        self.bytes = 0;
+    }
+}
+
 const PART_ENTRIES: u8 = 0;
 const PART_TIME: u8 = 1;
 const PART_META: u8 = 2;
@@ -285,31 +361,20 @@ impl JoinStore {
             tag,
         };
         let mut batch = self.keyspace.batch();
-        let mut n = 0u32;
         let keep = self.undo.is_some();
-        let mut undo = |batch: &mut fjall::Batch,
-                        shard: u32,
-                        part: u8,
-                        key: &[u8],
-                        before: Option<Vec<u8>>| {
-            let Some(log) = &self.undo else { return };
-            let rec = UndoRecord {
-                part,
-                key: key.to_vec(),
-                before,
-            };
-            batch.insert(
-                log,
-                undo_key(cut.seq, shard, n),
-                postcard::to_stdvec(&rec).unwrap_or_default(),
-            );
-            n += 1;
+        let mut undo = UndoWriter {
+            log: self.undo.as_ref(),
+            seq: cut.seq,
+            shard: 0,
+            chunk: 0,
+            records: Vec::new(),
+            bytes: 0,
         };
         for (s, joiner) in shards.iter() {
             for (id, slot) in &s.slots {
                 let key = entry_key(s.shard, id);
                 let before = s.before.get(id).cloned().flatten();
-                undo(&mut batch, s.shard, PART_ENTRIES, &key, before);
+                undo.push(&mut batch, s.shard, PART_ENTRIES, &key, before);
                 match slot {
                     Some(slot) => batch.insert(&self.entries, key, encode_slot(slot)),
                     None => batch.remove(&self.entries, key),
@@ -322,7 +387,7 @@ impl JoinStore {
                     .get(&(*ts, id.clone()))
                     .copied()
                     .unwrap_or(false);
-                undo(&mut batch, s.shard, PART_TIME, &key, before.then(Vec::new));
+                undo.push(&mut batch, s.shard, PART_TIME, &key, before.then(Vec::new));
                 if *present {
                     batch.insert(&self.by_time, key, [])
                 } else {
@@ -335,7 +400,7 @@ impl JoinStore {
             } else {
                 None
             };
-            undo(&mut batch, s.shard, PART_META, &mkey, before);
+            undo.push(&mut batch, s.shard, PART_META, &mkey, before);
             let meta = ShardMeta {
                 len: s.len,
                 joiner: Some((*joiner).clone()),
@@ -347,7 +412,8 @@ impl JoinStore {
             );
         }
         let before = self.meta.get(CUT_KEY)?.map(|v| v.to_vec());
-        undo(&mut batch, u32::MAX, PART_META, CUT_KEY, before);
+        undo.push(&mut batch, u32::MAX, PART_META, CUT_KEY, before);
+        undo.flush(&mut batch);
         batch.insert(
             &self.meta,
             CUT_KEY,
@@ -398,9 +464,9 @@ impl JoinStore {
         for undone in (seq + 1..=current).rev() {
             for kv in log.prefix(undone.to_be_bytes()) {
                 let (k, v) = kv?;
-                let rec: UndoRecord =
-                    postcard::from_bytes(&v).map_err(|e| StoreError::Decode(e.to_string()))?;
-                images.insert((rec.part, rec.key), rec.before);
+                for rec in decode_undo(&k, &v)? {
+                    images.insert((rec.part, rec.key), rec.before);
+                }
                 batch.remove(log, k);
             }
         }
@@ -778,6 +844,101 @@ mod tests {
         let mut b = reopen(&store, 2, &c);
         assert!(b.backend_mut().slots().is_empty(), "shard 2 was dropped");
         assert!(b.state().watermark.is_none());
+    }
+
+    /// The undo keys of cut `seq`.
+    fn undo_keys(store: &JoinStore, seq: u64) -> Vec<Vec<u8>> {
+        let log = store.undo.as_ref().expect("undo log");
+        log.prefix(seq.to_be_bytes())
+            .map(|kv| kv.expect("undo").0.to_vec())
+            .collect()
+    }
+
+    /// A cut that changes many keys writes its before-images in several chunks, and a rollback
+    /// reads them all back.
+    #[test]
+    fn a_large_cut_rolls_back_from_several_undo_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = JoinStore::open(dir.path(), 1 << 20, 4).expect("open");
+        let c = cfg();
+        let mut j = reopen(&store, 0, &c);
+        for i in 0..10 {
+            assert_eq!(j.insert(&format!("a{i}"), entry(i)), InsertOutcome::Stored);
+        }
+        commit(&store, &mut j, 1);
+        let n = 20_000;
+        for i in 0..n {
+            let id = format!("b{i:06}");
+            assert_eq!(j.insert(&id, entry(100 + i)), InsertOutcome::Stored);
+        }
+        commit(&store, &mut j, 2);
+        let keys = undo_keys(&store, 2);
+        // 2 before-images per insert, at least ~20 bytes each: more than one chunk.
+        assert!(keys.len() > 1, "{} undo keys", keys.len());
+        assert!(keys.len() < 1000, "{} undo keys: not chunked", keys.len());
+        assert_eq!(
+            reopen(&store, 0, &c).backend_mut().slots().len(),
+            10 + n as usize
+        );
+        assert_eq!(
+            store.rollback_to(1).expect("rollback"),
+            Cut { seq: 1, tag: 1 }
+        );
+        let mut j = reopen(&store, 0, &c);
+        let ids: Vec<String> = j.backend_mut().slots().into_keys().collect();
+        assert_eq!(ids, (0..10).map(|i| format!("a{i}")).collect::<Vec<_>>());
+        assert_eq!(j.backend().len(), 10);
+    }
+
+    /// A store written before undo chunks (one undo key of 16 bytes per before-image) still
+    /// rolls back.
+    #[test]
+    fn a_rollback_reads_undo_records_written_one_per_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = JoinStore::open(dir.path(), 1 << 20, 4).expect("open");
+        let c = cfg();
+        let mut j = reopen(&store, 0, &c);
+        assert_eq!(j.insert("x", entry(10)), InsertOutcome::Stored);
+        commit(&store, &mut j, 1);
+        assert_eq!(j.insert("y", entry(11)), InsertOutcome::Stored);
+        assert!(matches!(
+            j.label(label("x", true, 20)),
+            crate::join::LabelOutcome::Joined(_)
+        ));
+        commit(&store, &mut j, 2);
+        // Rewrite cut 2's undo log in the earlier layout.
+        let log = store.undo.as_ref().expect("undo log");
+        let mut batch = store.keyspace.batch();
+        let mut n = 0u32;
+        for key in undo_keys(&store, 2) {
+            let value = log.get(&key).expect("get").expect("chunk");
+            for rec in decode_undo(&key, &value).expect("decode") {
+                batch.insert(
+                    log,
+                    undo_key(
+                        2,
+                        u32::from_be_bytes(key[8..12].try_into().expect("shard")),
+                        n,
+                    ),
+                    postcard::to_stdvec(&rec).expect("encode"),
+                );
+                n += 1;
+            }
+            batch.remove(log, key);
+        }
+        batch.commit().expect("rewrite");
+        assert!(n >= 4, "{n} before-images");
+        assert!(undo_keys(&store, 2).iter().all(|k| k.len() == 16));
+        store.rollback_to(1).expect("rollback");
+        let mut j = reopen(&store, 0, &c);
+        assert_eq!(
+            j.backend_mut().slots().into_keys().collect::<Vec<_>>(),
+            vec!["x"]
+        );
+        assert!(matches!(
+            j.backend_mut().slots().get("x"),
+            Some(Slot::Pending(_))
+        ));
     }
 
     /// A plain reference model: a hash map, and expiry by scanning and sorting everything.
