@@ -5,7 +5,8 @@
 //! them; prints `{"records", "seconds", "records_per_s"}` timed from its start, like the worker's
 //! figure (group join included).
 //!
-//! `cargo run --release --example passthrough -- BROKERS FROM TO COUNT [KEY=VALUE...]`
+//! `cargo run --release --example passthrough -- BROKERS FROM TO COUNT [KEY=VALUE...]` (the
+//! KEY=VALUE librdkafka properties override the defaults above, for both clients).
 
 use std::time::{Duration, Instant};
 
@@ -29,23 +30,29 @@ fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("{kv}: expected KEY=VALUE"))?;
         props.push((k.to_string(), v.to_string()));
     }
-    let base = || {
+    // The given properties go last, so they can override these defaults (the benchmark's live
+    // latency run reads from the end with `auto.offset.reset=latest` and its own group.id).
+    let build = |defaults: &[(&str, &str)]| {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", brokers.as_str());
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
         for (k, v) in &props {
             c.set(k, v);
         }
         c
     };
-    let consumer: BaseConsumer = base()
-        .set("group.id", "streamlr-passthrough")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("partition.assignment.strategy", "range")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    let producer: BaseProducer = base().set("message.timeout.ms", "0").create()?;
+    let consumer: BaseConsumer = build(&[
+        ("group.id", "streamlr-passthrough"),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "true"),
+        ("partition.assignment.strategy", "range"),
+        ("auto.offset.reset", "earliest"),
+    ])
+    .create()?;
+    let producer: BaseProducer = build(&[("message.timeout.ms", "0")]).create()?;
     consumer.subscribe(&[from.as_str()])?;
     let mut copied = 0u64;
     while copied < count {

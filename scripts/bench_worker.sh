@@ -10,7 +10,9 @@
 #     1 s of checkpoint interval); its peak RSS (VmHWM);
 #  4. latency (examples/latency.rs) at LOAD (default 0.5) x the worker's measured events/s for
 #     SECONDS against the caught-up worker: event->prediction p50/p99/p999 from the probe's own
-#     send to its receipt of the prediction.
+#     send to its receipt of the prediction;
+#  5. the same probe at the same rate against a live passthrough (reading from the end): the
+#     latency floor of this broker and client.
 #   scripts/bench_worker.sh [EVENTS=200000] [PARTITIONS=3] [LOAD=0.5] [SECONDS=30]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,33 +32,56 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-client=(session.timeout.ms=2000 heartbeat.interval.ms=300)
+# CLIENT="k=v k=v": librdkafka properties for every client of the run (worker, passthrough, probe),
+# e.g. CLIENT="fetch.wait.max.ms=10" (tansu holds a fetch that long when nothing is new).
+read -r -a extra_client <<<"${CLIENT:-}"
+client=(session.timeout.ms=2000 heartbeat.interval.ms=300 "${extra_client[@]}")
+worker_client=()
+for kv in "${client[@]}"; do
+  worker_client+=(-e "/^\[kafka.client\]/a \"${kv%%=*}\" = \"${kv#*=}\"")
+done
 bootstrap=$(scripts/broker.sh start "$work/broker")
 for t in events labels predictions passthrough-out; do scripts/broker.sh topic "$work/broker" "$t" "$parts" >/dev/null; done
 scripts/broker.sh topic "$work/broker" dead-letter 1 >/dev/null
-# One event per ms of event time, the last one now: the latency probe's live events follow on.
-start_ts=$(( $(date +%s%3N) - n ))
+# Label delays (log-uniform): LABEL_DELAY_MIN=1d LABEL_DELAY_MAX=2d puts every label after every
+# event, so the worker holds all N entries pending at its peak (the RSS-with-pending figure).
+delay_min=${LABEL_DELAY_MIN:-1m}
+delay_max=${LABEL_DELAY_MAX:-10m}
+delay_max_ms=$(python3 -c "
+import sys; v=sys.argv[1]; u={'ms':1,'s':1000,'m':60000,'h':3600000,'d':86400000}
+k=next(k for k in ('ms','s','m','h','d') if v.endswith(k)); print(int(float(v[:-len(k)])*u[k]))" "$delay_max")
+# One event per ms of event time, the last labels by now; with short delays the last event is
+# close to now, so the latency probe's live events follow on.
+start_ts=$(( $(date +%s%3N) - n - (delay_max_ms > 600000 ? delay_max_ms : 0) ))
 summary=$("$bin" simulate --brokers "$bootstrap" --count "$n" --rate 1000 --start-ts "$start_ts" \
-  --label-delay-max 10m --malformed-rate 0.001 2>&1 >/dev/null | tail -1)
+  --label-delay-min "$delay_min" --label-delay-max "$delay_max" --malformed-rate 0.001 2>&1 >/dev/null | tail -1)
 events=$(python3 -c "import json,sys; s=json.loads(sys.argv[1]); print(s['events']+s['malformed'])" "$summary")
 labels=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['labels'])" "$summary")
 
 pass=$("$ex/passthrough" "$bootstrap" events passthrough-out "$events" "${client[@]}")
 
+http_port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
 sed -e "s|^brokers = .*|brokers = \"$bootstrap\"|" \
     -e "s|^dir = \"state\"|dir = \"$work/state\"|" \
     -e "s|^every = \"30s\"|every = \"1s\"|" \
     -e "s|^level = .*|level = \"warn\"|" \
-    -e '/^\[kafka.client\]/a "session.timeout.ms" = "2000"' \
-    -e '/^\[kafka.client\]/a "heartbeat.interval.ms" = "300"' \
+    -e "s|^listen = .*|listen = \"127.0.0.1:$http_port\"|" \
+    "${worker_client[@]}" \
     configs/streamlr.toml >"$work/streamlr.toml"
 start=$(date +%s.%N)
 "$bin" run --config "$work/streamlr.toml" 2>"$work/worker.log" &
 worker_pid=$!
 peak=0
+held=0
 while :; do
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$worker_pid/status" 2>/dev/null || echo 0)
   if [ "${rss:-0}" -gt "$peak" ]; then peak=$rss; fi
+  entries=$(python3 -c "
+import urllib.request
+try: t=urllib.request.urlopen('http://127.0.0.1:$http_port/metrics', timeout=1).read().decode()
+except Exception: t=''
+print(next((int(float(l.split()[1])) for l in t.splitlines() if l.startswith('streamlr_join_store_entries ')), 0))")
+  if [ "${entries:-0}" -gt "$held" ]; then held=$entries; fi
   done_=$("$bin" checkpoint show --config "$work/streamlr.toml" 2>/dev/null | python3 -c "
 import json,sys
 try: s=json.load(sys.stdin)
@@ -71,15 +96,24 @@ end=$(date +%s.%N)
 worker_rate=$(python3 -c "print($events/($end-$start))")
 rate=$(python3 -c "print(round($worker_rate*$load))")
 lat=$("$ex/latency" "$bootstrap" "$rate" "$secs" predictions "${client[@]}")
-python3 - "$pass" "$lat" <<PY
+kill "$worker_pid"; wait "$worker_pid" 2>/dev/null || true; worker_pid=""
+# The passthrough's latency at the same offered rate, from the end of the events topic.
+"$ex/passthrough" "$bootstrap" events passthrough-out 1000000000000 "${client[@]}" \
+  group.id=streamlr-passthrough-live auto.offset.reset=latest >/dev/null 2>"$work/passthrough.log" &
+worker_pid=$!
+sleep 3
+plat=$("$ex/latency" "$bootstrap" "$rate" "$secs" passthrough-out "${client[@]}")
+python3 - "$pass" "$lat" "$plat" <<PY
 import json, sys
-p = json.loads(sys.argv[1]); l = json.loads(sys.argv[2])
+p = json.loads(sys.argv[1]); l = json.loads(sys.argv[2]); pl = json.loads(sys.argv[3])
 t = $end - $start; e = $events; r = $events + $labels
 w = e / t
-print(f"machine: $(nproc) cores, broker tansu (memory) on the same machine; {e} event records, {$labels} labels, $parts partitions")
+print(f"machine: $(nproc) cores, broker tansu (memory) on the same machine; {e} event records, {$labels} labels, $parts partitions; client extras: ${CLIENT:-none}")
 print(f"passthrough  {p['records_per_s']:>10,.0f} events/s  ({p['records']} records in {p['seconds']:.1f} s)")
 print(f"worker       {w:>10,.0f} events/s  ({r/t:,.0f} records/s incl. labels, {t:.1f} s)  ratio {w/p['records_per_s']:.2f}")
-print(f"worker peak RSS {$peak/1024:.0f} MiB")
+print(f"worker peak RSS {$peak/1024:.0f} MiB; most join entries held (as /metrics showed, sampled every 0.5 s): {$held}")
 print(f"latency at {l['rate']:.0f} events/s ({$load:.0%} of the worker's rate), {l['measured']} measured after warm-up: "
       f"p50 {l['p50_ms']:.2f} ms  p99 {l['p99_ms']:.2f} ms  p999 {l['p999_ms']:.2f} ms  max {l['max_ms']:.2f} ms")
+print(f"passthrough latency at the same rate, {pl['measured']} measured: "
+      f"p50 {pl['p50_ms']:.2f} ms  p99 {pl['p99_ms']:.2f} ms  p999 {pl['p999_ms']:.2f} ms  max {pl['max_ms']:.2f} ms")
 PY
