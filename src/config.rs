@@ -108,6 +108,12 @@ pub struct KafkaConfig {
     /// librdkafka properties for both consumer and producer (TLS, SASL, timeouts), passed
     /// through as given. Keys containing password/secret/token are redacted when printed.
     pub client: BTreeMap<String, String>,
+    /// librdkafka properties for the two consumers only (fetch and prefetch tuning,
+    /// `auto.offset.reset`, `group.instance.id`), applied after `client`.
+    pub consumer: BTreeMap<String, String>,
+    /// librdkafka properties for the producer only (`linger.ms`, `compression.type`,
+    /// `message.timeout.ms`), applied after `client`.
+    pub producer: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -124,6 +130,8 @@ impl Default for KafkaConfig {
             buffer_records: 10_000,
             request_timeout: HumanDuration::from_secs(30),
             client: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
         }
     }
 }
@@ -1156,13 +1164,19 @@ impl Config {
         if k.buffer_records == 0 {
             bad("kafka.buffer_records", "0".into(), "must be >= 1");
         }
-        for key in k.client.keys() {
-            if KAFKA_OWNED_PROPERTIES.contains(&key.as_str()) {
-                bad(
-                    &format!("kafka.client.\"{key}\""),
-                    k.client[key].clone(),
-                    "is set by the worker (its delivery guarantees depend on it); use the kafka.* keys",
-                );
+        for (table, props) in [
+            ("client", &k.client),
+            ("consumer", &k.consumer),
+            ("producer", &k.producer),
+        ] {
+            for (key, v) in props {
+                if KAFKA_OWNED_PROPERTIES.contains(&key.as_str()) {
+                    bad(
+                        &format!("kafka.{table}.\"{key}\""),
+                        v.clone(),
+                        "is set by the worker (its delivery guarantees depend on it); use the kafka.* keys",
+                    );
+                }
             }
         }
         let l = &self.limits;
@@ -1421,5 +1435,20 @@ mod tests {
         };
         assert_eq!(p[0].key, "kafka.client.\"enable.auto.commit\"");
         assert_eq!(p[0].value.as_deref(), Some("true"));
+
+        // The consumer- and producer-only tables: redacted the same way, owned keys refused.
+        let f = file(
+            "[kafka.consumer]\n\"fetch.wait.max.ms\" = \"10\"\n\"sasl.password\" = \"hunter3\"\n\
+             [kafka.producer]\n\"linger.ms\" = \"20\"\n",
+        );
+        let c = Config::load(Some(f.path()), env(&[])).expect("valid");
+        assert_eq!(c.kafka.consumer["fetch.wait.max.ms"], "10");
+        assert_eq!(c.kafka.producer["linger.ms"], "20");
+        assert!(!c.to_redacted_toml().contains("hunter3"));
+        let f = file("[kafka.producer]\n\"bootstrap.servers\" = \"x:1\"\n");
+        let Err(ConfigError::Invalid(p)) = Config::load(Some(f.path()), env(&[])) else {
+            panic!("owned property accepted");
+        };
+        assert_eq!(p[0].key, "kafka.producer.\"bootstrap.servers\"");
     }
 }

@@ -1,6 +1,7 @@
 //! Kafka at the edge: client construction from configuration and a producer send that waits
 //! when librdkafka's queue is full (backpressure), never drops.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -20,6 +21,54 @@ pub fn client_config<'a>(
         c.set(k, v);
     }
     c
+}
+
+/// librdkafka statistics interval (ms) of the consumers unless `statistics.interval.ms` is
+/// configured: the consumer-lag gauge reads the high watermarks from these statistics.
+pub const STATS_INTERVAL_MS: &str = "5000";
+
+/// Which client of the worker a property set is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The events (group) and labels consumers.
+    Consumer,
+    /// The producer of predictions, dead letters and drift reports.
+    Producer,
+}
+
+/// The properties the worker gives a client when the configuration does not: what its
+/// guarantees and telemetry rely on, and a prefetch sized to the merge's own buffering.
+fn worker_defaults(role: Role) -> &'static [(&'static str, &'static str)] {
+    match role {
+        // librdkafka's 64 MiB prefetch per consumer would only double the merge's
+        // `kafka.buffer_records` per partition.
+        Role::Consumer => &[
+            ("auto.offset.reset", "earliest"),
+            ("statistics.interval.ms", STATS_INTERVAL_MS),
+            ("queued.max.messages.kbytes", "16384"),
+        ],
+        // Retry until delivered: a broker outage delays, never drops.
+        Role::Producer => &[("message.timeout.ms", "0")],
+    }
+}
+
+/// The librdkafka properties of one of the worker's clients: `[kafka.client]` for both, then
+/// `[kafka.consumer]` or `[kafka.producer]` (which win), then the worker's defaults for what
+/// neither set. A consumer-only property set in `[kafka.consumer]` never reaches the producer
+/// (librdkafka warns about properties a client does not use).
+pub fn client_props(k: &crate::config::KafkaConfig, role: Role) -> BTreeMap<String, String> {
+    let mut props = k.client.clone();
+    let own = match role {
+        Role::Consumer => &k.consumer,
+        Role::Producer => &k.producer,
+    };
+    props.extend(own.iter().map(|(key, v)| (key.clone(), v.clone())));
+    for (key, v) in worker_defaults(role) {
+        props
+            .entry((*key).to_string())
+            .or_insert_with(|| (*v).to_string());
+    }
+    props
 }
 
 /// Sends one record, waiting (polling delivery reports) while the local queue is full.
@@ -140,5 +189,61 @@ pub fn check_co_partitioned<C: rdkafka::client::ClientContext>(
             labels: labels.to_string(),
             labels_partitions: l,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KafkaConfig;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn each_client_gets_the_shared_properties_its_own_and_the_worker_defaults() {
+        let k = KafkaConfig {
+            client: map(&[("security.protocol", "SASL_SSL"), ("linger.ms", "1")]),
+            consumer: map(&[("fetch.wait.max.ms", "10"), ("auto.offset.reset", "latest")]),
+            producer: map(&[("linger.ms", "20")]),
+            ..KafkaConfig::default()
+        };
+        let c = client_props(&k, Role::Consumer);
+        let p = client_props(&k, Role::Producer);
+        // Shared properties reach both.
+        assert_eq!(c["security.protocol"], "SASL_SSL");
+        assert_eq!(p["security.protocol"], "SASL_SSL");
+        // Consumer-only properties stay with the consumers, producer-only with the producer.
+        assert_eq!(c["fetch.wait.max.ms"], "10");
+        assert!(!p.contains_key("fetch.wait.max.ms"));
+        assert!(!p.contains_key("auto.offset.reset"));
+        assert!(!p.contains_key("queued.max.messages.kbytes"));
+        assert!(!c.contains_key("message.timeout.ms"));
+        // A role's own table wins over the shared one.
+        assert_eq!(p["linger.ms"], "20");
+        assert_eq!(c["linger.ms"], "1");
+        // Worker defaults fill only what neither table set.
+        assert_eq!(c["auto.offset.reset"], "latest");
+        assert_eq!(c["queued.max.messages.kbytes"], "16384");
+        assert_eq!(c["statistics.interval.ms"], "5000");
+        assert_eq!(p["message.timeout.ms"], "0");
+        let k = KafkaConfig {
+            client: map(&[
+                ("message.timeout.ms", "30000"),
+                ("auto.offset.reset", "latest"),
+            ]),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(
+            client_props(&k, Role::Producer)["message.timeout.ms"],
+            "30000"
+        );
+        assert_eq!(
+            client_props(&k, Role::Consumer)["auto.offset.reset"],
+            "latest"
+        );
     }
 }

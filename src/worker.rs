@@ -208,7 +208,7 @@ impl BrokerHealth {
 }
 
 /// High watermarks per (topic, partition), from librdkafka's statistics (every
-/// `statistics.interval.ms`, [`STATS_INTERVAL_MS`] unless configured): for consumer lag.
+/// `statistics.interval.ms`, [`kafka::STATS_INTERVAL_MS`] unless configured): for consumer lag.
 #[derive(Debug, Default)]
 struct Watermarks(Mutex<BTreeMap<(String, i32), i64>>);
 
@@ -231,9 +231,6 @@ impl Watermarks {
         m.get(&(topic.to_string(), partition)).copied()
     }
 }
-
-/// librdkafka statistics interval unless `statistics.interval.ms` is configured.
-const STATS_INTERVAL_MS: &str = "5000";
 
 /// The group consumer's context: queues rebalances for the loop.
 #[derive(Debug)]
@@ -429,12 +426,6 @@ const TICK: Duration = Duration::from_secs(1);
 const MODEL_EVERY: Duration = Duration::from_secs(5);
 /// How often a progress line is logged.
 const PROGRESS: Duration = Duration::from_secs(10);
-/// librdkafka's prefetch per consumer (its default is 64 MiB): the merge already buffers
-/// `kafka.buffer_records` per partition, so a deep prefetch only doubles the buffering (and
-/// bounds the worker's memory less tightly: 2 consumers x 64 MiB). With 1M pending entries the
-/// worker's peak RSS was 543 MiB before, 479 and 528 MiB in two runs after, throughput
-/// unchanged (`scripts/bench_worker.sh`): the peak is dominated by something else.
-const CONSUMER_PREFETCH_KB: &str = "16384";
 /// Records taken from one consumer per poll round (keeps rebalances and cuts responsive).
 const POLL_BATCH: usize = 2_000;
 /// No delivery report for this long while records wait in the producer: not ready.
@@ -542,21 +533,13 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     let waker = Arc::new(Waker::default());
     let health = Arc::new(BrokerHealth::default());
     let watermarks = Arc::new(Watermarks::default());
+    let consumer_props = kafka::client_props(k, kafka::Role::Consumer);
     let reset_latest = matches!(
-        k.client.get("auto.offset.reset").map(String::as_str),
+        consumer_props.get("auto.offset.reset").map(String::as_str),
         Some("latest" | "largest" | "end")
     );
     let base = |extra: &[(&str, &str)]| {
-        let mut c = kafka::client_config(&k.brokers, &k.client);
-        if !k.client.contains_key("auto.offset.reset") {
-            c.set("auto.offset.reset", "earliest");
-        }
-        if !k.client.contains_key("statistics.interval.ms") {
-            c.set("statistics.interval.ms", STATS_INTERVAL_MS);
-        }
-        if !k.client.contains_key("queued.max.messages.kbytes") {
-            c.set("queued.max.messages.kbytes", CONSUMER_PREFETCH_KB);
-        }
+        let mut c = kafka::client_config(&k.brokers, &consumer_props);
         for (key, v) in extra {
             c.set(*key, *v);
         }
@@ -594,14 +577,10 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     group.set_nonempty_callback(move || w.wake());
     let w = waker.clone();
     labels.set_nonempty_callback(move || w.wake());
-    let mut pc = kafka::client_config(&k.brokers, &k.client);
-    if !k.client.contains_key("message.timeout.ms") {
-        // Retry until delivered: a broker outage delays, never drops.
-        pc.set("message.timeout.ms", "0");
-    }
-    let producer: BaseProducer<DeliveryContext> = pc
-        .create_with_context(DeliveryContext::default())
-        .map_err(kerr("creating the producer"))?;
+    let producer: BaseProducer<DeliveryContext> =
+        kafka::client_config(&k.brokers, &kafka::client_props(k, kafka::Role::Producer))
+            .create_with_context(DeliveryContext::default())
+            .map_err(kerr("creating the producer"))?;
 
     let partitions = wait_for_topics(&cfg, &group, &stop)?;
     let Some(partitions) = partitions else {
