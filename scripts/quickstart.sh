@@ -34,8 +34,8 @@ echo "broker on $bootstrap; topics events, labels (3 partitions each), predictio
 # much faster with short session timeouts (fine on loopback; production Kafka needs >= 6 s).
 sed -e "s|^brokers = .*|brokers = \"$bootstrap\"|" \
     -e "s|^dir = \"state\"|dir = \"$out/state\"|" \
-    -e '/^\[kafka.client\]/a "session.timeout.ms" = "2000"' \
-    -e '/^\[kafka.client\]/a "heartbeat.interval.ms" = "300"' \
+    -e '/^\[kafka.consumer\]/a "session.timeout.ms" = "2000"' \
+    -e '/^\[kafka.consumer\]/a "heartbeat.interval.ms" = "300"' \
     configs/streamlr.toml >"$out/streamlr.toml"
 rm -rf "$out/state"
 

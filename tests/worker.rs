@@ -1010,9 +1010,12 @@ fn an_unavailable_predictions_topic_stops_consumption_within_the_producer_queue(
         config,
     } = mock_setup(count, 29, "slow", "");
     let text = std::fs::read_to_string(&config).expect("config").replace(
-        "[kafka.client]\n",
-        &format!("[kafka.client]\n\"queue.buffering.max.messages\" = \"{queue}\"\n"),
+        "[kafka.consumer]\n",
+        &format!(
+            "[kafka.producer]\n\"queue.buffering.max.messages\" = \"{queue}\"\n[kafka.consumer]\n"
+        ),
     );
+    assert!(text.contains("queue.buffering.max.messages"), "{text}");
     std::fs::write(&config, text).expect("config");
     // Predictions live on broker 3 alone; everything the consumers need on brokers 1 and 2.
     for p in 0..2 {

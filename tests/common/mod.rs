@@ -306,7 +306,7 @@ group_id = "{group}"
 predictions_topic = "{predictions}"
 merge_idle = "1h"
 request_timeout = "10s"
-[kafka.client]
+[kafka.consumer]
 "session.timeout.ms" = "2000"
 "heartbeat.interval.ms" = "300"
 [checkpoint]
