@@ -102,10 +102,27 @@ impl Optimizer {
         let w = model.w.as_slice_mut().ok_or(UpdateError::NonFinite)?;
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        let coords = x
-            .iter()
-            .map(|(i, v)| (i as usize, r * f64::from(v), true))
-            .chain([(bias, r, false)]);
+        // Each optimizer is one per-coordinate rule `(i, g, l1, l2) -> (w', acc', z')`, run over
+        // the example's slots (regularized) and then the intercept (not regularized). The slots
+        // are a plain loop over two slices with l1/l2 fixed, so the rule is inlined into a tight
+        // loop; the arithmetic per coordinate is the same as written here, operation for
+        // operation.
+        fn each(
+            x: &SparseVec,
+            r: f64,
+            bias: usize,
+            (l1, l2): (f64, f64),
+            scratch: &mut Vec<(usize, f64, f64, f64)>,
+            mut rule: impl FnMut(usize, f64, f64, f64) -> (f64, f64, f64),
+        ) {
+            for (&i, &v) in x.idx.iter().zip(&x.val) {
+                let i = i as usize;
+                let (wi, acc, z) = rule(i, r * f64::from(v), l1, l2);
+                scratch.push((i, wi, acc, z));
+            }
+            let (wi, acc, z) = rule(bias, r, 0.0, 0.0);
+            scratch.push((bias, wi, acc, z));
+        }
         match self.kind {
             OptimizerKind::Sgd => {
                 let s = &cfg.sgd;
@@ -115,40 +132,38 @@ impl Optimizer {
                         s.learning_rate / ((1 + self.t) as f64).powf(s.power_t)
                     }
                 };
-                for (i, g, reg) in coords {
-                    let (l1, l2) = if reg { (s.l1, s.l2) } else { (0.0, 0.0) };
+                each(x, r, bias, (s.l1, s.l2), &mut scratch, |i, g, l1, l2| {
                     let wi = w[i] - eta * (g + l2 * w[i]);
-                    scratch.push((i, prox_l1(wi, eta * l1), 0.0, 0.0));
-                }
+                    (prox_l1(wi, eta * l1), 0.0, 0.0)
+                });
             }
             OptimizerKind::Adagrad => {
                 let a = &cfg.adagrad;
-                for (i, g, reg) in coords {
-                    let (l1, l2) = if reg { (a.l1, a.l2) } else { (0.0, 0.0) };
+                let acc = &self.acc;
+                each(x, r, bias, (a.l1, a.l2), &mut scratch, |i, g, l1, l2| {
                     let g = g + l2 * w[i];
-                    let acc = self.acc[i] + g * g;
+                    let acc = acc[i] + g * g;
                     let eta = a.learning_rate / (acc.sqrt() + a.epsilon);
-                    scratch.push((i, prox_l1(w[i] - eta * g, eta * l1), acc, 0.0));
-                }
+                    (prox_l1(w[i] - eta * g, eta * l1), acc, 0.0)
+                });
             }
             OptimizerKind::Ftrl => {
                 // `acc` holds √n rather than n, so each coordinate costs one square root and one
                 // division: σ = (√n' − √n)/α and the closed-form weight.
                 let f = &cfg.ftrl;
                 let inv_alpha = 1.0 / f.alpha;
-                for (i, g, reg) in coords {
-                    let (l1, l2) = if reg { (f.l1, f.l2) } else { (0.0, 0.0) };
-                    let sqrt_n = self.acc[i];
+                let (acc, zs) = (&self.acc, &self.z);
+                each(x, r, bias, (f.l1, f.l2), &mut scratch, |i, g, l1, l2| {
+                    let sqrt_n = acc[i];
                     let sqrt_n_new = (sqrt_n * sqrt_n + g * g).sqrt();
                     let sigma = (sqrt_n_new - sqrt_n) * inv_alpha;
-                    let z = self.z[i] + g - sigma * w[i];
-                    let wi = if z.abs() <= l1 {
-                        0.0
-                    } else {
-                        (z.signum() * l1 - z) / ((f.beta + sqrt_n_new) * inv_alpha + l2)
-                    };
-                    scratch.push((i, wi, sqrt_n_new, z));
-                }
+                    let z = zs[i] + g - sigma * w[i];
+                    // Both sides computed, one selected: no branch to mispredict on hashed
+                    // slots whose |z| hovers around l1.
+                    let shrunk = (z.signum() * l1 - z) / ((f.beta + sqrt_n_new) * inv_alpha + l2);
+                    let wi = if z.abs() <= l1 { 0.0 } else { shrunk };
+                    (wi, sqrt_n_new, z)
+                });
             }
         }
         let finite = scratch
@@ -167,12 +182,21 @@ impl Optimizer {
             Ok(Step { p })
         };
         if outcome.is_ok() {
-            for &(i, wi, acc, z) in &scratch {
-                w[i] = wi;
-                match self.kind {
-                    OptimizerKind::Sgd => {}
-                    OptimizerKind::Adagrad => self.acc[i] = acc,
-                    OptimizerKind::Ftrl => {
+            match self.kind {
+                OptimizerKind::Sgd => {
+                    for &(i, wi, _, _) in &scratch {
+                        w[i] = wi;
+                    }
+                }
+                OptimizerKind::Adagrad => {
+                    for &(i, wi, acc, _) in &scratch {
+                        w[i] = wi;
+                        self.acc[i] = acc;
+                    }
+                }
+                OptimizerKind::Ftrl => {
+                    for &(i, wi, acc, z) in &scratch {
+                        w[i] = wi;
                         self.acc[i] = acc;
                         self.z[i] = z;
                     }
