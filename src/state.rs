@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::engine::{Engine, LearnerState};
 use crate::join::JoinerState;
 use crate::snapshot::{self, SchemaId, SnapshotError};
-use crate::store::{DiskShard, JoinStore, StoreError};
+use crate::store::{DiskShard, InFlight, JoinStore, StoreError};
 
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +136,8 @@ pub struct StateDir {
     instance: String,
     /// The offsets this worker last committed to the group (see [`Self::record_commit`]).
     committed: Vec<PartitionOffset>,
+    /// A cut whose store commit runs on the commit thread, with its checkpoint version.
+    in_flight: Option<(InFlight, u64)>,
 }
 
 /// Locks `checkpoint.dir` (created if missing) for this process.
@@ -254,6 +256,7 @@ impl StateDir {
             seq,
             instance,
             committed,
+            in_flight: None,
         };
         let Some(c) = chosen else {
             if seq > 0 {
@@ -342,6 +345,22 @@ impl StateDir {
         offsets: Vec<PartitionOffset>,
         label_ranges: Vec<(i32, i64, i64)>,
     ) -> Result<CheckpointMeta, StateError> {
+        let meta = self.begin_cut(engine, offsets, label_ranges)?;
+        self.finish_cut(engine)?;
+        Ok(meta)
+    }
+
+    /// [`Self::cut`] whose store commit runs on the commit thread: writes checkpoint V, freezes
+    /// the shards' changes and returns; `engine` goes on (reads see the frozen changes). The cut
+    /// is durable once [`Self::finish_cut`] returns its version. A cut still in flight is
+    /// finished first.
+    pub fn begin_cut(
+        &mut self,
+        engine: &mut Engine<DiskShard>,
+        offsets: Vec<PartitionOffset>,
+        label_ranges: Vec<(i32, i64, i64)>,
+    ) -> Result<CheckpointMeta, StateError> {
+        self.finish_cut(engine)?;
         let version = self.max_version.max(self.version) + 1;
         let meta = CheckpointMeta {
             version,
@@ -371,11 +390,36 @@ impl StateDir {
             .zip(states.iter())
             .map(|(j, st)| (j.backend_mut(), st))
             .collect();
-        let c = self.store.commit(version, &mut shards)?;
+        let job = self.store.begin_commit(version, &mut shards)?;
+        self.in_flight = Some((job, version));
+        Ok(meta)
+    }
+
+    /// True while a cut's store commit runs and has not ended.
+    pub fn cut_running(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|(job, _)| !job.is_finished())
+    }
+
+    /// Waits for the cut in flight, if any, and returns its version once durable.
+    pub fn finish_cut(
+        &mut self,
+        engine: &mut Engine<DiskShard>,
+    ) -> Result<Option<u64>, StateError> {
+        let Some((job, version)) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let mut shards: Vec<&mut DiskShard> = engine
+            .shards_mut()
+            .values_mut()
+            .map(|j| j.backend_mut())
+            .collect();
+        let c = job.finish(&mut shards)?;
         self.version = version;
         self.seq = c.seq;
         self.ckpts.prune()?;
-        Ok(meta)
+        Ok(Some(version))
     }
 }
 

@@ -14,7 +14,9 @@
 //! it first) and reach fjall in one atomic batch, together with the shards' join state and the cut
 //! record, followed by an fsync of the journal. A crash therefore leaves the store exactly at its
 //! last committed cut: the worker writes its model checkpoint for cut V first, then commits the
-//! store with tag V, and on restart restores the model checkpoint named by the store's tag. The
+//! store with tag V, and on restart restores the model checkpoint named by the store's tag.
+//! [`JoinStore::begin_commit`] writes the batch on a thread of its own: the overlay is frozen
+//! (reads see it, between a fresh overlay and the disk) until [`InFlight::finish`]. The
 //! overlay's size is bounded by how often cuts are taken; fjall's block cache
 //! (`join.cache_bytes`) bounds the rest of the memory.
 //!
@@ -23,6 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use fjall::{
     CompressionType, Config as FjallConfig, Keyspace, PartitionCreateOptions, PartitionHandle,
@@ -298,6 +301,7 @@ impl JoinStore {
             entries: self.entries.clone(),
             by_time: self.by_time.clone(),
             slots: HashMap::new(),
+            frozen: None,
             times: BTreeMap::new(),
             before: HashMap::new(),
             times_before: HashMap::new(),
@@ -312,12 +316,41 @@ impl JoinStore {
 
     /// Commits the shards' pending changes and join states, and the cut record `tag`, in one
     /// atomic batch with the undo log (the before-image of every key it changes), then syncs the
-    /// journal to disk. Returns the new cut.
+    /// journal to disk. Returns the new cut. A commit begun with [`Self::begin_commit`] must be
+    /// finished first.
     pub fn commit(
         &self,
         tag: u64,
         shards: &mut [(&mut DiskShard, &JoinerState)],
     ) -> Result<Cut, StoreError> {
+        let changes = Self::freeze(shards)?;
+        let result = self.write_cut(tag, &changes);
+        let mut shards: Vec<&mut DiskShard> = shards.iter_mut().map(|(s, _)| &mut **s).collect();
+        settle(result, &mut shards)
+    }
+
+    /// [`Self::commit`] on a thread of its own: the shards' changes are frozen (reads still see
+    /// them, new changes go to a fresh overlay) and this returns at once. The cut is durable when
+    /// [`InFlight::finish`] returns it; until then no other commit may begin on these shards.
+    pub fn begin_commit(
+        &self,
+        tag: u64,
+        shards: &mut [(&mut DiskShard, &JoinerState)],
+    ) -> Result<InFlight, StoreError> {
+        let changes = Self::freeze(shards)?;
+        let shards = changes.iter().map(|c| c.shard).collect();
+        let store = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-commit".into())
+            .spawn(move || store.write_cut(tag, &changes))
+            .map_err(|e| StoreError::Engine(format!("cannot start the commit thread: {e}")))?;
+        Ok(InFlight { thread, shards })
+    }
+
+    /// Moves each shard's changes since the last cut into a frozen layer for a commit.
+    fn freeze(
+        shards: &mut [(&mut DiskShard, &JoinerState)],
+    ) -> Result<Vec<ShardChanges>, StoreError> {
         for (s, _) in shards.iter() {
             if let Some(error) = &s.error {
                 return Err(StoreError::Poisoned {
@@ -325,37 +358,35 @@ impl JoinStore {
                     error: error.clone(),
                 });
             }
-        }
-        match self.write_cut(tag, shards) {
-            Ok(cut) => {
-                // Durable: only now may the overlays go.
-                for (s, _) in shards.iter_mut() {
-                    s.slots.clear();
-                    s.times.clear();
-                    s.before.clear();
-                    s.times_before.clear();
-                    s.last_read = None;
-                    s.expire_floor = None;
-                    s.purge_floor = None;
-                }
-                Ok(cut)
-            }
-            Err(e) => {
-                // Whether anything reached the disk is unknown: nothing computed from here on
-                // may become durable, so every shard of the cut refuses later commits.
-                for (s, _) in shards.iter_mut() {
-                    s.poison(format!("commit failed: {e}"));
-                }
-                Err(e)
+            if s.frozen.is_some() {
+                return Err(StoreError::Engine(format!(
+                    "shard {}: a commit is still in flight",
+                    s.shard
+                )));
             }
         }
+        Ok(shards
+            .iter_mut()
+            .map(|(s, joiner)| {
+                let frozen = Arc::new(Frozen {
+                    slots: std::mem::take(&mut s.slots),
+                    times: std::mem::take(&mut s.times),
+                });
+                s.frozen = Some(frozen.clone());
+                s.last_read = None;
+                ShardChanges {
+                    shard: s.shard,
+                    len: s.len,
+                    joiner: (*joiner).clone(),
+                    frozen,
+                    before: std::mem::take(&mut s.before),
+                    times_before: std::mem::take(&mut s.times_before),
+                }
+            })
+            .collect())
     }
 
-    fn write_cut(
-        &self,
-        tag: u64,
-        shards: &[(&mut DiskShard, &JoinerState)],
-    ) -> Result<Cut, StoreError> {
+    fn write_cut(&self, tag: u64, shards: &[ShardChanges]) -> Result<Cut, StoreError> {
         let cut = Cut {
             seq: self.last_cut()?.map_or(1, |c| c.seq + 1),
             tag,
@@ -370,8 +401,8 @@ impl JoinStore {
             records: Vec::new(),
             bytes: 0,
         };
-        for (s, joiner) in shards.iter() {
-            for (id, slot) in &s.slots {
+        for s in shards {
+            for (id, slot) in &s.frozen.slots {
                 let key = entry_key(s.shard, id);
                 let before = s.before.get(id).cloned().flatten();
                 undo.push(&mut batch, s.shard, PART_ENTRIES, &key, before);
@@ -380,7 +411,7 @@ impl JoinStore {
                     None => batch.remove(&self.entries, key),
                 }
             }
-            for ((ts, id), present) in &s.times {
+            for ((ts, id), present) in &s.frozen.times {
                 let key = time_key(s.shard, *ts, id);
                 let before = s
                     .times_before
@@ -403,7 +434,7 @@ impl JoinStore {
             undo.push(&mut batch, s.shard, PART_META, &mkey, before);
             let meta = ShardMeta {
                 len: s.len,
-                joiner: Some((*joiner).clone()),
+                joiner: Some(s.joiner.clone()),
             };
             batch.insert(
                 &self.meta,
@@ -520,6 +551,74 @@ fn encode_slot(slot: &Slot) -> Vec<u8> {
     postcard::to_stdvec(slot).unwrap_or_default()
 }
 
+/// The result of a commit for its shards: on success the frozen layers are on disk and go; on
+/// failure whether anything reached the disk is unknown, so nothing computed from here on may
+/// become durable and every shard of the cut refuses later commits.
+fn settle(
+    result: Result<Cut, StoreError>,
+    shards: &mut [&mut DiskShard],
+) -> Result<Cut, StoreError> {
+    for s in shards.iter_mut() {
+        match &result {
+            Ok(_) => {
+                s.frozen = None;
+                // The floors may have been taken while the frozen keys were only in memory.
+                s.expire_floor = None;
+                s.purge_floor = None;
+            }
+            Err(e) => s.poison(format!("commit failed: {e}")),
+        }
+    }
+    result
+}
+
+/// A shard's changes of one cut, frozen while a commit writes them (reads still see them).
+#[derive(Debug, Default)]
+struct Frozen {
+    slots: HashMap<Box<str>, Option<Slot>>,
+    times: BTreeMap<(i64, Box<str>), bool>,
+}
+
+/// What a commit writes for one shard.
+struct ShardChanges {
+    shard: u32,
+    len: u64,
+    joiner: JoinerState,
+    frozen: Arc<Frozen>,
+    before: HashMap<Box<str>, Option<Vec<u8>>>,
+    times_before: HashMap<(i64, Box<str>), bool>,
+}
+
+/// A commit running on its own thread ([`JoinStore::begin_commit`]).
+#[derive(Debug)]
+#[must_use = "a commit is durable only once finished"]
+pub struct InFlight {
+    thread: std::thread::JoinHandle<Result<Cut, StoreError>>,
+    shards: Vec<u32>,
+}
+
+impl InFlight {
+    /// True once the commit has ended ([`Self::finish`] then returns without waiting).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the commit and settles `shards` (those of the commit among them): on success
+    /// their frozen layers go, on failure they are poisoned. Returns the durable cut.
+    pub fn finish(self, shards: &mut [&mut DiskShard]) -> Result<Cut, StoreError> {
+        let result = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Engine("the commit thread panicked".into())));
+        let mut ours: Vec<&mut DiskShard> = shards
+            .iter_mut()
+            .filter(|s| self.shards.contains(&s.shard))
+            .map(|s| &mut **s)
+            .collect();
+        settle(result, &mut ours)
+    }
+}
+
 /// One shard of the store: the committed state in fjall plus the changes since the last cut.
 pub struct DiskShard {
     shard: u32,
@@ -527,6 +626,8 @@ pub struct DiskShard {
     by_time: PartitionHandle,
     /// Changed slots since the last cut (`None` = deleted).
     slots: HashMap<Box<str>, Option<Slot>>,
+    /// The changes of the cut being committed, between the overlay and the disk for reads.
+    frozen: Option<Arc<Frozen>>,
     /// Changed index keys since the last cut (false = deleted).
     times: BTreeMap<(i64, Box<str>), bool>,
     /// Committed bytes of each changed slot before its first change since the last cut.
@@ -566,6 +667,9 @@ impl DiskShard {
         if let Some(s) = self.slots.get(id) {
             return s.clone();
         }
+        if let Some(s) = self.frozen.as_ref().and_then(|f| f.slots.get(id)) {
+            return s.clone();
+        }
         match self.entries.get(entry_key(self.shard, id)) {
             Ok(Some(v)) => {
                 if self.track_before {
@@ -595,14 +699,24 @@ impl DiskShard {
     /// Changes a slot, remembering its committed bytes on its first change since the cut.
     fn set(&mut self, id: &str, slot: Option<Slot>) {
         if self.track_before && !self.before.contains_key(id) {
-            let before = match self.last_read.take() {
-                Some((rid, bytes)) if *rid == *id => bytes,
-                _ => match self.entries.get(entry_key(self.shard, id)) {
-                    Ok(v) => v.map(|v| v.to_vec()),
-                    Err(e) => {
-                        self.poison(e);
-                        None
-                    }
+            // As of the last cut: the frozen layer if it holds the id (bytes as its commit
+            // writes them), else the disk.
+            let frozen = self
+                .frozen
+                .as_ref()
+                .and_then(|f| f.slots.get(id))
+                .map(|s| s.as_ref().map(encode_slot));
+            let before = match frozen {
+                Some(bytes) => bytes,
+                None => match self.last_read.take() {
+                    Some((rid, bytes)) if *rid == *id => bytes,
+                    _ => match self.entries.get(entry_key(self.shard, id)) {
+                        Ok(v) => v.map(|v| v.to_vec()),
+                        Err(e) => {
+                            self.poison(e);
+                            None
+                        }
+                    },
                 },
             };
             self.before.insert(id.into(), before);
@@ -664,17 +778,21 @@ impl DiskShard {
                 floor = next_floor.or(Some(i64::MAX));
             }
         }
+        // Then the frozen layer, then the overlay: each newer than the one before.
         let lo = (after.saturating_add(1), Box::<str>::from(""));
-        for ((ts, id), present) in self.times.range(lo..) {
-            if *ts > until {
-                break;
+        let frozen = self.frozen.as_ref().map(|f| &f.times);
+        for layer in frozen.into_iter().chain([&self.times]) {
+            for ((ts, id), present) in layer.range(lo.clone()..) {
+                if *ts > until {
+                    break;
+                }
+                let key = (*ts, id.to_string());
+                if *present {
+                    found.insert(key, ())
+                } else {
+                    found.remove(&key)
+                };
             }
-            let key = (*ts, id.to_string());
-            if *present {
-                found.insert(key, ())
-            } else {
-                found.remove(&key)
-            };
         }
         (found.into_keys().collect(), floor)
     }
@@ -1005,6 +1123,10 @@ mod tests {
         Label(u8, bool, i64),
         Advance(i64),
         Commit,
+        /// Begin a commit on the commit thread; it is finished by `Finish` or before the next
+        /// commit, rollback or reopen, with events and labels applied in between.
+        Begin,
+        Finish,
         Reopen,
         Rollback(u64),
     }
@@ -1014,7 +1136,9 @@ mod tests {
             4 => (0u8..24, -60i64..60).prop_map(|(i, d)| Op::Event(i, d)),
             4 => (0u8..24, any::<bool>(), -60i64..60).prop_map(|(i, y, d)| Op::Label(i, y, d)),
             2 => (0i64..80).prop_map(Op::Advance),
-            2 => Just(Op::Commit),
+            1 => Just(Op::Commit),
+            1 => Just(Op::Begin),
+            1 => Just(Op::Finish),
             1 => Just(Op::Reopen),
             1 => (0u64..6).prop_map(Op::Rollback),
         ]
@@ -1022,9 +1146,10 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
-        /// Random interleavings of events, labels, watermark moves, commits and crashes
-        /// (reopening without committing): the disk store, the in-memory store and the plain
-        /// model give the same outcome at every step and hold the same slots at the end.
+        /// Random interleavings of events, labels, watermark moves, commits (synchronous, or on
+        /// the commit thread while events and labels go on) and crashes (reopening without
+        /// committing): the disk store, the in-memory store and the plain model give the same
+        /// outcome at every step and hold the same slots at the end.
         #[test]
         fn disk_and_memory_match_the_plain_model(ops in prop::collection::vec(op(), 1..160)) {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -1039,8 +1164,30 @@ mod tests {
             // Cuts whose undo records the store should still hold (it keeps 4).
             let mut undo_kept = std::collections::BTreeSet::new();
             let mut now = 1000i64;
+            // A commit in flight, with the memory and plain joiners as of its cut.
+            let mut in_flight: Option<(InFlight, Joiner<MemoryBackend>, Joiner<PlainBackend>)> = None;
             for (k, op) in ops.iter().enumerate() {
+                if matches!(op, Op::Commit | Op::Begin | Op::Finish | Op::Reopen | Op::Rollback(_))
+                    && let Some((job, m, p)) = in_flight.take()
+                {
+                    let cut = job.finish(&mut [disk.backend_mut()]).expect("finish");
+                    mem_cut = m.clone();
+                    plain_cut = p.clone();
+                    history.push((cut.seq, m, p));
+                    undo_kept.insert(cut.seq);
+                    if cut.seq > 4 {
+                        undo_kept.remove(&(cut.seq - 4));
+                    }
+                }
                 match op {
+                    Op::Begin => {
+                        let state = disk.state().clone();
+                        let job = store
+                            .begin_commit(k as u64, &mut [(disk.backend_mut(), &state)])
+                            .expect("begin");
+                        in_flight = Some((job, mem.clone(), plain.clone()));
+                    }
+                    Op::Finish => {}
                     Op::Event(i, d) => {
                         let ts = now + d;
                         let id = format!("id{i}");
@@ -1112,6 +1259,12 @@ mod tests {
             want.sort_by(|a, b| a.0.cmp(&b.0));
             let got: Vec<(String, Slot)> = disk.backend_mut().slots().into_iter().collect();
             prop_assert_eq!(&got, &want);
+            // Through the disk alone once a commit still in flight has landed.
+            if let Some((job, _, _)) = in_flight.take() {
+                job.finish(&mut [disk.backend_mut()]).expect("finish");
+                let got: Vec<(String, Slot)> = disk.backend_mut().slots().into_iter().collect();
+                prop_assert_eq!(&got, &want);
+            }
             let got: Vec<(String, Slot)> = mem.backend().slots().into_iter().collect();
             prop_assert_eq!(&got, &want);
             prop_assert_eq!(disk.backend().len(), want.len());

@@ -40,8 +40,11 @@ pub struct Status {
     pub join_entries: u64,
     /// Seconds since the last checkpoint (`None` before the first).
     pub checkpoint_age_seconds: Option<f64>,
-    /// Duration of the last cut, seconds.
+    /// Duration of the last cut, seconds: from its start until durable.
     pub checkpoint_duration_seconds: f64,
+    /// How long the last cut stopped the processing loop, seconds (the store's commit and
+    /// fsync run on a thread of their own meanwhile).
+    pub checkpoint_pause_seconds: f64,
     /// Partitions assigned.
     pub partitions: usize,
     /// Records produced (predictions, dead letters, drift reports) the broker has not yet
@@ -684,12 +687,23 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         &mut o,
         "streamlr_checkpoint_duration_seconds",
         "gauge",
-        "Duration of the last cut.",
+        "Duration of the last cut, from its start until durable.",
     );
     let _ = writeln!(
         o,
         "streamlr_checkpoint_duration_seconds {}",
         s.checkpoint_duration_seconds
+    );
+    family(
+        &mut o,
+        "streamlr_checkpoint_pause_seconds",
+        "gauge",
+        "How long the last cut stopped the processing loop.",
+    );
+    let _ = writeln!(
+        o,
+        "streamlr_checkpoint_pause_seconds {}",
+        s.checkpoint_pause_seconds
     );
     if let Some(q) = &s.quality {
         for (name, help, v) in [

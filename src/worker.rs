@@ -435,6 +435,19 @@ const PUBLISH_WHILE_WAITING: Duration = Duration::from_millis(200);
 /// Records processed per round before the loop polls again.
 const PROCESS_BATCH: usize = 5_000;
 
+/// A cut whose checkpoint is written and whose store commit runs on the commit thread.
+#[derive(Debug)]
+struct PendingCut {
+    meta: crate::checkpoint::CheckpointMeta,
+    /// The positions the cut covers: committed to the group once it is durable.
+    offsets: Vec<PartitionOffset>,
+    started: Instant,
+    /// Seconds the loop stopped for it.
+    paused: f64,
+    model_version: u64,
+    updates: u64,
+}
+
 /// The running worker.
 struct Worker {
     cfg: Config,
@@ -465,6 +478,11 @@ struct Worker {
     last_drift: Option<crate::drift::WindowReport>,
     cut_at: Option<Instant>,
     cut_seconds: f64,
+    /// How long the last cut stopped the loop (flush, checkpoint file, freezing the store's
+    /// changes), seconds.
+    cut_pause_seconds: f64,
+    /// A cut whose store commit runs on the commit thread.
+    pending_cut: Option<PendingCut>,
     stop: Stop,
     /// Drift flags raised by this process, by (column, level).
     drift_alerts: BTreeMap<(String, &'static str), u64>,
@@ -625,6 +643,8 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         last_drift: None,
         cut_at: None,
         cut_seconds: 0.0,
+        cut_pause_seconds: 0.0,
+        pending_cut: None,
         stop: stop.clone(),
         drift_alerts: BTreeMap::new(),
         watermarks,
@@ -706,18 +726,25 @@ impl Worker {
                 self.publish();
             }
             self.producer.poll(Duration::ZERO);
+            if self.pending_cut.is_some() && !self.state.cut_running() {
+                self.complete_cut()?;
+            }
             let updates = self.engine.counters().updates;
             if self.dirty
                 && (self.last_cut.elapsed() >= self.cfg.checkpoint.every.0
                     || updates - self.updates_at_cut >= self.cfg.checkpoint.every_updates)
             {
-                self.cut(None)?;
-            } else if !self.dirty && self.last_cut.elapsed() >= self.cfg.checkpoint.every.0 {
+                self.start_cut(None)?;
+            } else if !self.dirty
+                && self.pending_cut.is_none()
+                && self.last_cut.elapsed() >= self.cfg.checkpoint.every.0
+            {
                 // Idle: commit the last cut's offsets again, so the group's offsets (the labels
                 // topic's above all, which the group does not subscribe) do not expire after
                 // the broker's offsets.retention.minutes.
                 self.last_cut = Instant::now();
-                self.commit_offsets();
+                let positions = self.positions();
+                self.commit_offsets(&positions);
             }
             self.log_progress();
             if !progressed {
@@ -731,9 +758,13 @@ impl Worker {
         let deadline = Instant::now() + self.cfg.checkpoint.drain_timeout.0;
         if self.dirty {
             self.cut(Some(deadline))?;
+        } else if self.pending_cut.is_some() {
+            // The last cut covers everything: it commits its offsets once durable.
+            self.complete_cut()?;
         } else {
             // The last cut covers everything: just make sure its offsets are committed.
-            self.commit_offsets();
+            let positions = self.positions();
+            self.commit_offsets(&positions);
         }
         info!(
             version = self.state.version(),
@@ -968,9 +999,19 @@ impl Worker {
         }
     }
 
-    /// Takes a cut: predictions acknowledged → checkpoint + store commit → offsets committed.
-    /// `deadline` bounds the flush at shutdown.
-    fn cut(&mut self, mut deadline: Option<Instant>) -> Result<(), WorkerError> {
+    /// Takes a cut and waits for it: predictions acknowledged → checkpoint + store commit →
+    /// offsets committed. `deadline` bounds the flush at shutdown.
+    fn cut(&mut self, deadline: Option<Instant>) -> Result<(), WorkerError> {
+        self.start_cut(deadline)?;
+        self.complete_cut()
+    }
+
+    /// Starts a cut: waits until the broker has acknowledged every prediction, writes the
+    /// checkpoint and hands the join store's commit to the commit thread, then returns so the
+    /// loop goes on while the commit is written and synced. [`Self::complete_cut`] commits the
+    /// cut's offsets once it is durable. A cut still in flight is completed first.
+    fn start_cut(&mut self, mut deadline: Option<Instant>) -> Result<(), WorkerError> {
+        self.complete_cut()?;
         let started = Instant::now();
         loop {
             match self.producer.flush(Duration::from_millis(200)) {
@@ -1007,15 +1048,7 @@ impl Worker {
                 last,
             });
         }
-        let offsets: Vec<PartitionOffset> = self
-            .known
-            .iter()
-            .map(|((side, p), o)| PartitionOffset {
-                topic: self.topic(*side).to_string(),
-                partition: *p,
-                offset: *o,
-            })
-            .collect();
+        let offsets = self.positions();
         let ranges: Vec<(i32, i64, i64)> = self
             .label_from
             .iter()
@@ -1024,41 +1057,70 @@ impl Worker {
                 (*p, *from, to)
             })
             .collect();
-        let meta = self.state.cut(&mut self.engine, offsets, ranges)?;
-        self.lineage = Some(lineage_of(&meta));
+        let meta = self
+            .state
+            .begin_cut(&mut self.engine, offsets.clone(), ranges)?;
         self.label_from.clear();
         self.dirty = false;
         self.last_cut = Instant::now();
-        self.cut_at = Some(self.last_cut);
-        self.cut_seconds = started.elapsed().as_secs_f64();
         self.updates_at_cut = self.engine.counters().updates;
-        info!(
-            version = meta.version,
-            model_version = self.engine.version(),
-            updates = self.updates_at_cut,
-            "Checkpoint written"
-        );
-        self.commit_offsets();
+        self.pending_cut = Some(PendingCut {
+            meta,
+            offsets,
+            started,
+            paused: started.elapsed().as_secs_f64(),
+            model_version: self.engine.version(),
+            updates: self.updates_at_cut,
+        });
         Ok(())
     }
 
-    /// Commits the offsets of the assigned partitions (both topics, in the group). A failure is
-    /// logged and retried at the next cut: the checkpoint, not the commit, is the truth.
-    fn commit_offsets(&mut self) {
+    /// Waits for the cut in flight (if any) to be durable, then commits its offsets.
+    fn complete_cut(&mut self) -> Result<(), WorkerError> {
+        let Some(cut) = self.pending_cut.take() else {
+            return Ok(());
+        };
+        self.state.finish_cut(&mut self.engine)?;
+        self.lineage = Some(lineage_of(&cut.meta));
+        self.cut_at = Some(Instant::now());
+        self.cut_seconds = cut.started.elapsed().as_secs_f64();
+        self.cut_pause_seconds = cut.paused;
+        info!(
+            version = cut.meta.version,
+            model_version = cut.model_version,
+            updates = cut.updates,
+            loop_paused_ms = (cut.paused * 1000.0).round() as u64,
+            "Checkpoint written"
+        );
+        self.commit_offsets(&cut.offsets);
+        Ok(())
+    }
+
+    /// Where every partition this worker has held stands (next offset to read).
+    fn positions(&self) -> Vec<PartitionOffset> {
+        self.known
+            .iter()
+            .map(|((side, p), o)| PartitionOffset {
+                topic: self.topic(*side).to_string(),
+                partition: *p,
+                offset: *o,
+            })
+            .collect()
+    }
+
+    /// Commits `positions` (a cut's, once durable) of the partitions still assigned (both
+    /// topics, in the group). A failure is logged and retried at the next cut: the checkpoint,
+    /// not the commit, is the truth.
+    fn commit_offsets(&mut self, positions: &[PartitionOffset]) {
         let mut tpl = TopicPartitionList::new();
         let tag = self.commit_tag();
         let mut offsets = Vec::new();
-        for ((side, p), o) in &self.known {
-            if self.assigned.contains(p) && *o >= 0 {
-                let topic = self.topic(*side);
-                let mut e = tpl.add_partition(topic, *p);
-                let _ = e.set_offset(Offset::Offset(*o));
+        for o in positions {
+            if self.assigned.contains(&o.partition) && o.offset >= 0 {
+                let mut e = tpl.add_partition(&o.topic, o.partition);
+                let _ = e.set_offset(Offset::Offset(o.offset));
                 e.set_metadata(tag.as_str());
-                offsets.push(PartitionOffset {
-                    topic: topic.to_string(),
-                    partition: *p,
-                    offset: *o,
-                });
+                offsets.push(o.clone());
             }
         }
         if tpl.count() == 0 {
@@ -1081,6 +1143,8 @@ impl Worker {
 
     /// Partitions are taken away: cut and commit first, then let go.
     fn revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), WorkerError> {
+        // Shards are about to go: the cut in flight lands (and commits its offsets) first.
+        self.complete_cut()?;
         let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         info!(partitions = ?parts, model_version = self.engine.version(), "Partitions revoked: checkpoint and commit first");
         if self.group.assignment_lost() {
@@ -1115,6 +1179,8 @@ impl Worker {
     /// Partitions are given: continue their local state if nobody else advanced them, else
     /// start them fresh at the group's committed offsets.
     fn assign(&mut self, tpl: &TopicPartitionList) -> Result<(), WorkerError> {
+        // Opening and dropping shards writes to the store: not while a commit is in flight.
+        self.complete_cut()?;
         let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let mut query = TopicPartitionList::new();
         for p in &parts {
@@ -1283,6 +1349,7 @@ impl Worker {
             join_entries: self.engine.join_entries() as u64,
             checkpoint_age_seconds: self.cut_at.map(|t| t.elapsed().as_secs_f64()),
             checkpoint_duration_seconds: self.cut_seconds,
+            checkpoint_pause_seconds: self.cut_pause_seconds,
             partitions: self.assigned.len(),
             unacknowledged,
             not_ready,

@@ -117,6 +117,7 @@ fn every_promised_metric_is_exported_and_documented() {
         "streamlr_model_version",
         "streamlr_checkpoint_age_seconds",
         "streamlr_checkpoint_duration_seconds",
+        "streamlr_checkpoint_pause_seconds",
         "streamlr_progressive_log_loss",
         "streamlr_progressive_auc",
         "streamlr_calibration_error",
