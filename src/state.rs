@@ -352,7 +352,7 @@ impl StateDir {
 
     /// [`Self::cut`] whose store commit runs on the commit thread: writes checkpoint V, freezes
     /// the shards' changes and returns; `engine` goes on (reads see the frozen changes). The cut
-    /// is durable once [`Self::finish_cut`] returns its version. A cut still in flight is
+    /// is durable once [`Self::finish_cut`] returns. A cut still in flight is
     /// finished first.
     pub fn begin_cut(
         &mut self,
@@ -402,13 +402,10 @@ impl StateDir {
             .is_some_and(|(job, _)| !job.is_finished())
     }
 
-    /// Waits for the cut in flight, if any, and returns its version once durable.
-    pub fn finish_cut(
-        &mut self,
-        engine: &mut Engine<DiskShard>,
-    ) -> Result<Option<u64>, StateError> {
+    /// Waits for the cut in flight, if any, until it is durable.
+    pub fn finish_cut(&mut self, engine: &mut Engine<DiskShard>) -> Result<(), StateError> {
         let Some((job, version)) = self.in_flight.take() else {
-            return Ok(None);
+            return Ok(());
         };
         let mut shards: Vec<&mut DiskShard> = engine
             .shards_mut()
@@ -419,7 +416,7 @@ impl StateDir {
         self.version = version;
         self.seq = c.seq;
         self.ckpts.prune()?;
-        Ok(Some(version))
+        Ok(())
     }
 }
 

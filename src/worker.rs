@@ -1143,22 +1143,23 @@ impl Worker {
 
     /// Partitions are taken away: cut and commit first, then let go.
     fn revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), WorkerError> {
-        // Shards are about to go: the cut in flight lands (and commits its offsets) first.
-        self.complete_cut()?;
         let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         info!(partitions = ?parts, model_version = self.engine.version(), "Partitions revoked: checkpoint and commit first");
+        // Shards are about to go: a cut in flight lands first (every branch below).
         if self.group.assignment_lost() {
             // The group already gave these partitions to someone else (session timed out): a
-            // commit would fail. The cut still makes our state durable for a later return.
+            // commit would fail. The cuts still make our state durable for a later return.
             warn!(partitions = ?parts, "Assignment lost: checkpoint without commit");
-            if self.dirty {
-                let assigned = std::mem::take(&mut self.assigned);
-                let r = self.cut(None);
-                self.assigned = assigned;
-                r?;
-            }
+            let assigned = std::mem::take(&mut self.assigned);
+            let r =
+                self.complete_cut()
+                    .and_then(|()| if self.dirty { self.cut(None) } else { Ok(()) });
+            self.assigned = assigned;
+            r?;
         } else if self.dirty || !self.assigned.is_empty() {
             self.cut(None)?;
+        } else {
+            self.complete_cut()?;
         }
         // librdkafka keeps an application pause across unassign/assign: resume first, or a
         // partition given back would stay paused for good.
