@@ -1151,9 +1151,9 @@ impl Worker {
             // commit would fail. The cuts still make our state durable for a later return.
             warn!(partitions = ?parts, "Assignment lost: checkpoint without commit");
             let assigned = std::mem::take(&mut self.assigned);
-            let r =
-                self.complete_cut()
-                    .and_then(|()| if self.dirty { self.cut(None) } else { Ok(()) });
+            let r = self
+                .complete_cut()
+                .and_then(|()| if self.dirty { self.cut(None) } else { Ok(()) });
             self.assigned = assigned;
             r?;
         } else if self.dirty || !self.assigned.is_empty() {
