@@ -101,7 +101,8 @@ pub struct KafkaConfig {
     /// Longest the merge waits for a partition with nothing buffered before it goes on without
     /// it (Kafka Streams' `max.task.idle.ms`); partitions known to be at their end never wait.
     pub merge_idle: HumanDuration,
-    /// Records buffered per partition before fetching from it pauses.
+    /// Records the merge buffers per partition; the rest waits in the partition's own
+    /// librdkafka queue (bounded by `queued.max.messages.kbytes`).
     pub buffer_records: usize,
     /// Timeout of metadata and committed-offset requests at start-up and on assignment.
     pub request_timeout: HumanDuration,

@@ -40,12 +40,13 @@ pub enum Role {
 /// guarantees and telemetry rely on, and a prefetch sized to the merge's own buffering.
 fn worker_defaults(role: Role) -> &'static [(&'static str, &'static str)] {
     match role {
-        // librdkafka's 64 MiB prefetch per consumer would only double the merge's
-        // `kafka.buffer_records` per partition.
+        // Every assigned partition has a queue of its own (the worker splits it off), so
+        // librdkafka's prefetch bound applies per partition: its 64 MiB default would only add
+        // to the merge's `kafka.buffer_records` per partition.
         Role::Consumer => &[
             ("auto.offset.reset", "earliest"),
             ("statistics.interval.ms", STATS_INTERVAL_MS),
-            ("queued.max.messages.kbytes", "16384"),
+            ("queued.max.messages.kbytes", "4096"),
         ],
         // Retry until delivered: a broker outage delays, never drops.
         Role::Producer => &[("message.timeout.ms", "0")],
@@ -227,7 +228,7 @@ mod tests {
         assert_eq!(c["linger.ms"], "1");
         // Worker defaults fill only what neither table set.
         assert_eq!(c["auto.offset.reset"], "latest");
-        assert_eq!(c["queued.max.messages.kbytes"], "16384");
+        assert_eq!(c["queued.max.messages.kbytes"], "4096");
         assert_eq!(c["statistics.interval.ms"], "5000");
         assert_eq!(p["message.timeout.ms"], "0");
         let k = KafkaConfig {

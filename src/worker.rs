@@ -29,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientContext;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -101,6 +102,9 @@ pub enum WorkerError {
         "shutdown: predictions not acknowledged within checkpoint.drain_timeout ({0:?}); the previous cut stays valid"
     )]
     DrainTimeout(Duration),
+    /// librdkafka did not give a partition's own queue (the topic or partition is unknown to it).
+    #[error("no queue of its own for partition {0} (unknown topic or partition)")]
+    PartitionQueue(i32),
 }
 
 /// The input topic of a side.
@@ -453,14 +457,20 @@ struct Worker {
     cfg: Config,
     state: StateDir,
     engine: Engine<DiskShard>,
-    group: BaseConsumer<GroupContext>,
-    labels: BaseConsumer<PlainContext>,
+    group: Arc<BaseConsumer<GroupContext>>,
+    labels: Arc<BaseConsumer<PlainContext>>,
     producer: BaseProducer<DeliveryContext>,
     waker: Arc<Waker>,
     merge: Merge,
     /// Partitions (events and labels p alike) currently assigned.
     assigned: BTreeSet<i32>,
-    paused: BTreeSet<(Side, i32)>,
+    /// Each assigned partition's own librdkafka queue (split off the consumer's queue before it
+    /// is assigned). The loop takes from a queue only while the merge has room for that
+    /// partition; librdkafka stops fetching a partition whose queue holds
+    /// `queued.max.messages.kbytes`, so flow control needs no pause/resume (which discards
+    /// what was prefetched and fetches it again).
+    event_queues: BTreeMap<i32, PartitionQueue<GroupContext>>,
+    label_queues: BTreeMap<i32, PartitionQueue<PlainContext>>,
     /// Next offset of every partition this worker has held; -1: assigned, nothing read yet.
     known: BTreeMap<(Side, i32), i64>,
     /// First label offset read per partition since the last cut.
@@ -595,6 +605,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     group.set_nonempty_callback(move || w.wake());
     let w = waker.clone();
     labels.set_nonempty_callback(move || w.wake());
+    let (group, labels) = (Arc::new(group), Arc::new(labels));
     let producer: BaseProducer<DeliveryContext> =
         kafka::client_config(&k.brokers, &kafka::client_props(k, kafka::Role::Producer))
             .create_with_context(DeliveryContext::default())
@@ -630,7 +641,8 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         producer,
         waker,
         assigned: BTreeSet::new(),
-        paused: BTreeSet::new(),
+        event_queues: BTreeMap::new(),
+        label_queues: BTreeMap::new(),
         known,
         label_from: BTreeMap::new(),
         dirty: false,
@@ -716,7 +728,6 @@ impl Worker {
                     Next::Empty => break,
                 }
             }
-            self.resume_drained()?;
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 let before = self.engine.counters().labels.clone();
@@ -797,17 +808,35 @@ impl Worker {
         for c in labels {
             self.accept(c)?;
         }
+        // Each partition's own queue, as far as the merge has room for it.
+        let mut taken = Vec::new();
+        for (&p, q) in &self.event_queues {
+            let room = self.room(Side::Event, p);
+            take_queued(q, Side::Event, room, &mut taken);
+        }
+        for (&p, q) in &self.label_queues {
+            let room = self.room(Side::Label, p);
+            take_queued(q, Side::Label, room, &mut taken);
+        }
+        progressed |= !taken.is_empty();
+        for c in taken {
+            self.accept(c)?;
+        }
         Ok(progressed)
     }
 
-    /// Routes what a consumer returned into the merge, pausing a partition whose buffer is full.
+    /// How many more records the merge takes from a partition's queue now.
+    fn room(&self, side: Side, partition: i32) -> usize {
+        self.buffer_cap()
+            .saturating_sub(self.merge.buffered(side, partition))
+            .min(POLL_BATCH)
+    }
+
+    /// Routes what a consumer returned into the merge.
     fn accept(&mut self, c: Consumed) -> Result<(), WorkerError> {
         match c {
             Consumed::Record(rec) => {
-                let key = (rec.side, rec.partition);
-                if self.merge.push(rec) && self.merge.buffered(key.0, key.1) >= self.buffer_cap() {
-                    self.pause(key, true)?;
-                }
+                self.merge.push(rec);
             }
             Consumed::End(side, p) => self.merge.at_end(side, p),
             Consumed::Error(side, e) => {
@@ -823,37 +852,6 @@ impl Worker {
 
     fn topic(&self, side: Side) -> &str {
         topic_of(&self.cfg.kafka, side)
-    }
-
-    fn pause(&mut self, key: (Side, i32), pause: bool) -> Result<(), WorkerError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(self.topic(key.0), key.1);
-        let r = match (key.0, pause) {
-            (Side::Event, true) => self.group.pause(&tpl),
-            (Side::Event, false) => self.group.resume(&tpl),
-            (Side::Label, true) => self.labels.pause(&tpl),
-            (Side::Label, false) => self.labels.resume(&tpl),
-        };
-        r.map_err(kerr("pausing or resuming a partition"))?;
-        if pause {
-            self.paused.insert(key);
-        } else {
-            self.paused.remove(&key);
-        }
-        Ok(())
-    }
-
-    fn resume_drained(&mut self) -> Result<(), WorkerError> {
-        let ready: Vec<(Side, i32)> = self
-            .paused
-            .iter()
-            .copied()
-            .filter(|(s, p)| self.merge.buffered(*s, *p) <= self.buffer_cap() / 2)
-            .collect();
-        for key in ready {
-            self.pause(key, false)?;
-        }
-        Ok(())
     }
 
     /// Scores an event or learns from a label, and produces what it yields.
@@ -1161,16 +1159,13 @@ impl Worker {
         } else {
             self.complete_cut()?;
         }
-        // librdkafka keeps an application pause across unassign/assign: resume first, or a
-        // partition given back would stay paused for good.
-        for key in std::mem::take(&mut self.paused) {
-            self.pause(key, false)?;
-        }
         for p in std::mem::take(&mut self.assigned) {
             self.engine.remove_shard(p);
             for side in [Side::Event, Side::Label] {
                 self.merge.remove(side, p);
             }
+            self.event_queues.remove(&p);
+            self.label_queues.remove(&p);
         }
         self.group.unassign().map_err(kerr("unassigning"))?;
         self.labels.unassign().map_err(kerr("unassigning labels"))?;
@@ -1284,6 +1279,24 @@ impl Worker {
         }
         info!(partitions = ?parts, model_version = self.engine.version(), "Partitions assigned");
         self.publish();
+        // Split each partition's queue off before the assignment starts fetching it, so that
+        // no record of it goes to the consumer's own queue first.
+        for p in &parts {
+            let (p, w) = (*p, self.waker.clone());
+            let mut q = self
+                .group
+                .split_partition_queue(&self.cfg.kafka.events_topic, p)
+                .ok_or(WorkerError::PartitionQueue(p))?;
+            q.set_nonempty_callback(move || w.wake());
+            self.event_queues.insert(p, q);
+            let w = self.waker.clone();
+            let mut q = self
+                .labels
+                .split_partition_queue(&self.cfg.kafka.labels_topic, p)
+                .ok_or(WorkerError::PartitionQueue(p))?;
+            q.set_nonempty_callback(move || w.wake());
+            self.label_queues.insert(p, q);
+        }
         self.group
             .assign(&events)
             .map_err(kerr("assigning events partitions"))?;
@@ -1426,6 +1439,21 @@ enum Consumed {
     Record(Record),
     End(Side, i32),
     Error(Side, KafkaError),
+}
+
+/// What a partition's queue has ready, up to `max` records, without waiting.
+fn take_queued<C: ConsumerContext>(
+    queue: &PartitionQueue<C>,
+    side: Side,
+    max: usize,
+    out: &mut Vec<Consumed>,
+) {
+    for _ in 0..max {
+        match queue.poll(Duration::ZERO) {
+            Some(r) => out.push(consumed(r, side)),
+            None => break,
+        }
+    }
 }
 
 /// What `consumer` has ready, up to [`POLL_BATCH`], without waiting. The group consumer's poll
