@@ -60,6 +60,16 @@ impl From<fjall::Error> for StoreError {
     }
 }
 
+/// The overlay's maps: keyed by ids from outside, so randomly seeded, but not SipHash (hashing
+/// the ids was ~4 % of the worker's loop).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// An empty map with room for `n` keys: a new overlay starts at the size of the last one, so it
+/// does not rehash its way up again every cut.
+fn map_with<K, V>(n: usize) -> Map<K, V> {
+    HashMap::with_capacity_and_hasher(n, foldhash::fast::RandomState::default())
+}
+
 /// The record of a committed cut.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cut {
@@ -300,11 +310,11 @@ impl JoinStore {
             shard,
             entries: self.entries.clone(),
             by_time: self.by_time.clone(),
-            slots: HashMap::new(),
+            slots: Map::default(),
             frozen: None,
             times: BTreeMap::new(),
-            before: HashMap::new(),
-            times_before: HashMap::new(),
+            before: Map::default(),
+            times_before: Map::default(),
             last_read: None,
             track_before: self.undo.is_some(),
             len,
@@ -368,8 +378,9 @@ impl JoinStore {
         Ok(shards
             .iter_mut()
             .map(|(s, joiner)| {
+                let n = s.slots.len();
                 let frozen = Arc::new(Frozen {
-                    slots: std::mem::take(&mut s.slots),
+                    slots: std::mem::replace(&mut s.slots, map_with(n)),
                     times: std::mem::take(&mut s.times),
                 });
                 s.frozen = Some(frozen.clone());
@@ -379,7 +390,7 @@ impl JoinStore {
                     len: s.len,
                     joiner: (*joiner).clone(),
                     frozen,
-                    before: std::mem::take(&mut s.before),
+                    before: std::mem::replace(&mut s.before, map_with(n)),
                     times_before: std::mem::take(&mut s.times_before),
                 }
             })
@@ -575,7 +586,7 @@ fn settle(
 /// A shard's changes of one cut, frozen while a commit writes them (reads still see them).
 #[derive(Debug, Default)]
 struct Frozen {
-    slots: HashMap<Box<str>, Option<Slot>>,
+    slots: Map<Box<str>, Option<Slot>>,
     times: BTreeMap<(i64, Box<str>), bool>,
 }
 
@@ -585,8 +596,8 @@ struct ShardChanges {
     len: u64,
     joiner: JoinerState,
     frozen: Arc<Frozen>,
-    before: HashMap<Box<str>, Option<Vec<u8>>>,
-    times_before: HashMap<(i64, Box<str>), bool>,
+    before: Map<Box<str>, Option<Vec<u8>>>,
+    times_before: Map<(i64, Box<str>), bool>,
 }
 
 /// A commit running on its own thread ([`JoinStore::begin_commit`]).
@@ -625,15 +636,15 @@ pub struct DiskShard {
     entries: PartitionHandle,
     by_time: PartitionHandle,
     /// Changed slots since the last cut (`None` = deleted).
-    slots: HashMap<Box<str>, Option<Slot>>,
+    slots: Map<Box<str>, Option<Slot>>,
     /// The changes of the cut being committed, between the overlay and the disk for reads.
     frozen: Option<Arc<Frozen>>,
     /// Changed index keys since the last cut (false = deleted).
     times: BTreeMap<(i64, Box<str>), bool>,
     /// Committed bytes of each changed slot before its first change since the last cut.
-    before: HashMap<Box<str>, Option<Vec<u8>>>,
+    before: Map<Box<str>, Option<Vec<u8>>>,
     /// Whether each changed index key was committed before its first change.
-    times_before: HashMap<(i64, Box<str>), bool>,
+    times_before: Map<(i64, Box<str>), bool>,
     /// The last committed slot read from disk (id, raw bytes): its before-image if it changes.
     last_read: Option<(Box<str>, Option<Vec<u8>>)>,
     /// Whether the store keeps an undo log (and so needs before-images).
