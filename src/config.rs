@@ -55,8 +55,12 @@ pub struct CheckpointConfig {
     pub keep: usize,
     /// The worker takes a cut (checkpoint + store commit + offset commit) this often...
     pub every: HumanDuration,
-    /// ...or after this many model updates, whichever comes first.
+    /// ...or after this many model updates...
     pub every_updates: u64,
+    /// ...or after this many records (events and labels) read, whichever comes first. The join
+    /// store keeps what changed since the last cut in memory, so this bounds that memory when
+    /// the worker runs through a backlog.
+    pub every_records: u64,
     /// On SIGTERM/SIGINT: how long the worker may take to flush predictions and write its final
     /// cut before it gives up (exit code 1; the previous cut stays valid).
     pub drain_timeout: HumanDuration,
@@ -73,6 +77,7 @@ impl Default for CheckpointConfig {
             keep: 5,
             every: HumanDuration::from_secs(30),
             every_updates: 100_000,
+            every_records: 100_000,
             drain_timeout: HumanDuration::from_secs(30),
             hmac_key: String::new(),
         }
@@ -1138,6 +1143,9 @@ impl Config {
         }
         if self.checkpoint.every_updates == 0 {
             bad("checkpoint.every_updates", "0".into(), "must be >= 1");
+        }
+        if self.checkpoint.every_records == 0 {
+            bad("checkpoint.every_records", "0".into(), "must be >= 1");
         }
         if self.checkpoint.every.0.is_zero() {
             bad("checkpoint.every", "0s".into(), "must be > 0");

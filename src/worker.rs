@@ -1,7 +1,7 @@
 //! `streamlr run`: the worker on Kafka. One thread owns the state (engine + join store) and runs
-//! the loop: fetch → timestamp merge → score / join / learn → produce; every
-//! `checkpoint.every` or `checkpoint.every_updates`, on partition revoke and at shutdown it takes
-//! a cut (flush the producer → checkpoint + store commit → commit offsets).
+//! the loop: fetch → timestamp merge → score / join / learn → produce; every `checkpoint.every`,
+//! `checkpoint.every_updates` or `checkpoint.every_records`, on partition revoke and at shutdown
+//! it takes a cut (flush the producer → checkpoint + store commit → commit offsets).
 //!
 //! **Consumers.** The events topic is consumed in the consumer group (`kafka.group_id`); the
 //! labels topic follows it: whenever the group assigns events partition p, the worker assigns
@@ -479,6 +479,8 @@ struct Worker {
     dirty: bool,
     last_cut: Instant,
     updates_at_cut: u64,
+    /// Records processed since the last cut started.
+    records_since_cut: u64,
     reset_latest: bool,
     progress: Progress,
     telemetry: Arc<Telemetry>,
@@ -629,6 +631,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     let mut worker = Worker {
         merge: Merge::new(cfg.kafka.merge_idle.as_millis_i64()),
         updates_at_cut: engine.counters().updates,
+        records_since_cut: 0,
         progress: Progress {
             at: Instant::now(),
             scored: engine.counters().events_scored,
@@ -743,7 +746,8 @@ impl Worker {
             let updates = self.engine.counters().updates;
             if self.dirty
                 && (self.last_cut.elapsed() >= self.cfg.checkpoint.every.0
-                    || updates - self.updates_at_cut >= self.cfg.checkpoint.every_updates)
+                    || updates - self.updates_at_cut >= self.cfg.checkpoint.every_updates
+                    || self.records_since_cut >= self.cfg.checkpoint.every_records)
             {
                 self.start_cut(None)?;
             } else if !self.dirty
@@ -884,6 +888,7 @@ impl Worker {
         }
         self.known.insert((r.side, r.partition), r.offset + 1);
         self.dirty = true;
+        self.records_since_cut += 1;
         for report in self.engine.take_drift_reports() {
             self.drift_report(&report)?;
         }
@@ -1062,6 +1067,7 @@ impl Worker {
         self.dirty = false;
         self.last_cut = Instant::now();
         self.updates_at_cut = self.engine.counters().updates;
+        self.records_since_cut = 0;
         self.pending_cut = Some(PendingCut {
             meta,
             offsets,

@@ -377,6 +377,40 @@ fn restart_resumes_without_rescoring_or_reapplying() {
 /// Test 3: the worker killed with SIGKILL at 3 random points and restarted ends with the same
 /// model, bit for bit, as an uninterrupted run over the same logs; every event is predicted.
 #[test]
+fn a_backlog_is_cut_every_so_many_records() {
+    let Setup {
+        dir,
+        broker,
+        events,
+        ..
+    } = setup(Broker::start(), 1, &["predictions"], 3_000, 13);
+    common::produce_lines(&broker.bootstrap, "events", &events);
+    let config = common::worker_config(
+        dir.path(),
+        &broker.bootstrap,
+        "t-records",
+        "predictions",
+        1_000_000,
+        "",
+    );
+    // Neither the clock (1 h) nor the updates (no labels) would cut: only the record count can.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace("every = \"1s\"", "every = \"1h\"\nevery_records = 500");
+    std::fs::write(&config, text).expect("config");
+    let log = dir.path().join("t-records.log");
+    let w = WorkerProc::start(&config, &log);
+    // A checkpoint while the worker runs (the last records may stay below the bound until
+    // the final cut at shutdown).
+    let consumed = common::wait_for(LONG, "a cut by record count", || {
+        common::checkpoint_show(&config)
+            .map(|show| common::consumed(&show, "events"))
+            .filter(|n| *n >= 500)
+    });
+    assert!(consumed <= events.len() as i64);
+    assert!(w.terminate(Duration::from_secs(30)).success());
+}
+
+#[test]
 fn crash_at_random_points_ends_in_the_uninterrupted_model() {
     // The crash loop of README (20 kills over 200k events): STREAMLR_CRASH_KILLS=20
     // STREAMLR_CRASH_EVENTS=200000 cargo nextest run --release --test worker crash_at_random.
