@@ -479,7 +479,7 @@ struct Worker {
     dirty: bool,
     last_cut: Instant,
     updates_at_cut: u64,
-    /// Records processed since the last cut started.
+    /// Records read and processed (merged out, not just buffered) since the last cut started.
     records_since_cut: u64,
     reset_latest: bool,
     progress: Progress,
@@ -1286,8 +1286,13 @@ impl Worker {
         info!(partitions = ?parts, model_version = self.engine.version(), "Partitions assigned");
         self.publish();
         // Split each partition's queue off before the assignment starts fetching it, so that
-        // no record of it goes to the consumer's own queue first.
+        // no record of it goes to the consumer's own queue first. librdkafka (2.x) remembers
+        // the split: a later assign of the partition does not forward it to the consumer's
+        // queue again, and records fetched before an unassign are dropped as outdated. An
+        // old handle goes first: dropping it would clear the new one's wake-up callback.
         for p in &parts {
+            self.event_queues.remove(p);
+            self.label_queues.remove(p);
             let (p, w) = (*p, self.waker.clone());
             let mut q = self
                 .group

@@ -374,8 +374,8 @@ fn restart_resumes_without_rescoring_or_reapplying() {
     assert_eq!(c["events_scored"].as_u64(), Some(want.events.scored));
 }
 
-/// Test 3: the worker killed with SIGKILL at 3 random points and restarted ends with the same
-/// model, bit for bit, as an uninterrupted run over the same logs; every event is predicted.
+/// A backlog read faster than the clock cuts is cut every `checkpoint.every_records` records, so
+/// the join store's in-memory changes stay bounded.
 #[test]
 fn a_backlog_is_cut_every_so_many_records() {
     let Setup {
@@ -410,6 +410,8 @@ fn a_backlog_is_cut_every_so_many_records() {
     assert!(w.terminate(Duration::from_secs(30)).success());
 }
 
+/// Test 3: the worker killed with SIGKILL at 3 random points and restarted ends with the same
+/// model, bit for bit, as an uninterrupted run over the same logs; every event is predicted.
 #[test]
 fn crash_at_random_points_ends_in_the_uninterrupted_model() {
     // The crash loop of README (20 kills over 200k events): STREAMLR_CRASH_KILLS=20
