@@ -1290,22 +1290,13 @@ impl Worker {
         // the split: a later assign of the partition does not forward it to the consumer's
         // queue again, and records fetched before an unassign are dropped as outdated. An
         // old handle goes first: dropping it would clear the new one's wake-up callback.
-        for p in &parts {
-            self.event_queues.remove(p);
-            self.label_queues.remove(p);
-            let (p, w) = (*p, self.waker.clone());
-            let mut q = self
-                .group
-                .split_partition_queue(&self.cfg.kafka.events_topic, p)
-                .ok_or(WorkerError::PartitionQueue(p))?;
-            q.set_nonempty_callback(move || w.wake());
+        for &p in &parts {
+            self.event_queues.remove(&p);
+            self.label_queues.remove(&p);
+            let k = &self.cfg.kafka;
+            let q = split_queue(&self.group, &k.events_topic, p, &self.waker)?;
             self.event_queues.insert(p, q);
-            let w = self.waker.clone();
-            let mut q = self
-                .labels
-                .split_partition_queue(&self.cfg.kafka.labels_topic, p)
-                .ok_or(WorkerError::PartitionQueue(p))?;
-            q.set_nonempty_callback(move || w.wake());
+            let q = split_queue(&self.labels, &k.labels_topic, p, &self.waker)?;
             self.label_queues.insert(p, q);
         }
         self.group
@@ -1450,6 +1441,21 @@ enum Consumed {
     Record(Record),
     End(Side, i32),
     Error(Side, KafkaError),
+}
+
+/// Splits a partition's queue off `consumer`'s own; its first record wakes the loop.
+fn split_queue<C: ConsumerContext>(
+    consumer: &Arc<BaseConsumer<C>>,
+    topic: &str,
+    partition: i32,
+    waker: &Arc<Waker>,
+) -> Result<PartitionQueue<C>, WorkerError> {
+    let mut q = consumer
+        .split_partition_queue(topic, partition)
+        .ok_or(WorkerError::PartitionQueue(partition))?;
+    let w = waker.clone();
+    q.set_nonempty_callback(move || w.wake());
+    Ok(q)
 }
 
 /// What a partition's queue has ready, up to `max` records, without waiting.
