@@ -791,10 +791,16 @@ impl Worker {
     /// Takes what the consumers have (up to a batch each), handles rebalances. Returns whether
     /// anything happened.
     fn poll_consumers(&mut self) -> Result<bool, WorkerError> {
-        let events = take_batch(&self.group, Side::Event);
+        let mut events = Vec::new();
+        take_ready(
+            || self.group.poll(Duration::ZERO),
+            Side::Event,
+            POLL_BATCH,
+            &mut events,
+        );
         let mut progressed = !events.is_empty();
         for c in events {
-            self.accept(c)?;
+            self.accept(c);
         }
         let pending: Vec<Rebalance> = match self.group.context().pending.lock() {
             Ok(mut p) => p.drain(..).collect(),
@@ -807,24 +813,25 @@ impl Worker {
                 Rebalance::Assign(tpl) => self.assign(&tpl)?,
             }
         }
-        let labels = take_batch(&self.labels, Side::Label);
-        progressed |= !labels.is_empty();
-        for c in labels {
-            self.accept(c)?;
-        }
-        // Each partition's own queue, as far as the merge has room for it.
         let mut taken = Vec::new();
+        take_ready(
+            || self.labels.poll(Duration::ZERO),
+            Side::Label,
+            POLL_BATCH,
+            &mut taken,
+        );
+        // Each partition's own queue, as far as the merge has room for it.
         for (&p, q) in &self.event_queues {
             let room = self.room(Side::Event, p);
-            take_queued(q, Side::Event, room, &mut taken);
+            take_ready(|| q.poll(Duration::ZERO), Side::Event, room, &mut taken);
         }
         for (&p, q) in &self.label_queues {
             let room = self.room(Side::Label, p);
-            take_queued(q, Side::Label, room, &mut taken);
+            take_ready(|| q.poll(Duration::ZERO), Side::Label, room, &mut taken);
         }
         progressed |= !taken.is_empty();
         for c in taken {
-            self.accept(c)?;
+            self.accept(c);
         }
         Ok(progressed)
     }
@@ -837,7 +844,7 @@ impl Worker {
     }
 
     /// Routes what a consumer returned into the merge.
-    fn accept(&mut self, c: Consumed) -> Result<(), WorkerError> {
+    fn accept(&mut self, c: Consumed) {
         match c {
             Consumed::Record(rec) => {
                 self.merge.push(rec);
@@ -847,7 +854,6 @@ impl Worker {
                 warn!(topic = ?side, error = %e, "Consumer error (retrying)");
             }
         }
-        Ok(())
     }
 
     fn buffer_cap(&self) -> usize {
@@ -1458,32 +1464,15 @@ fn split_queue<C: ConsumerContext>(
     Ok(q)
 }
 
-/// What a partition's queue has ready, up to `max` records, without waiting.
-fn take_queued<C: ConsumerContext>(
-    queue: &PartitionQueue<C>,
+/// Up to `max` of what `poll` (a consumer's queue or a partition's) has ready, without waiting.
+/// The group consumer's poll also serves its rebalance callback.
+fn take_ready<'a>(
+    mut poll: impl FnMut() -> Option<Result<BorrowedMessage<'a>, KafkaError>>,
     side: Side,
     max: usize,
     out: &mut Vec<Consumed>,
 ) {
-    for _ in 0..max {
-        match queue.poll(Duration::ZERO) {
-            Some(r) => out.push(consumed(r, side)),
-            None => break,
-        }
-    }
-}
-
-/// What `consumer` has ready, up to [`POLL_BATCH`], without waiting. The group consumer's poll
-/// also serves its rebalance callback.
-fn take_batch<C: ConsumerContext>(consumer: &BaseConsumer<C>, side: Side) -> Vec<Consumed> {
-    let mut out = Vec::new();
-    while out.len() < POLL_BATCH {
-        match consumer.poll(Duration::ZERO) {
-            Some(r) => out.push(consumed(r, side)),
-            None => break,
-        }
-    }
-    out
+    out.extend(std::iter::from_fn(|| poll().map(|r| consumed(r, side))).take(max));
 }
 
 fn consumed(r: Result<BorrowedMessage<'_>, KafkaError>, side: Side) -> Consumed {
