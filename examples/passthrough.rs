@@ -14,7 +14,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::BaseProducer;
 
 fn main() -> anyhow::Result<()> {
     let started = Instant::now();
@@ -88,7 +88,8 @@ fn main() -> anyhow::Result<()> {
         }
         copied += 1;
     }
-    producer.flush(Duration::from_secs(60))?;
+    // The worker's flush (serves acknowledgements every millisecond, see its doc).
+    streamlr::kafka::flush(&producer, Duration::from_secs(60))?;
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
     let seconds = started.elapsed().as_secs_f64();
     println!(

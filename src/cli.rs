@@ -517,7 +517,7 @@ impl Sink {
                 labels.flush()?;
             }
             Sink::Kafka { producer, .. } => {
-                rdkafka::producer::Producer::flush(producer, std::time::Duration::from_secs(60))?
+                crate::kafka::flush(producer, std::time::Duration::from_secs(60))?
             }
         }
         Ok(())

@@ -1023,7 +1023,7 @@ impl Worker {
         self.complete_cut()?;
         let started = Instant::now();
         loop {
-            match self.producer.flush(Duration::from_millis(200)) {
+            match kafka::flush(&self.producer, Duration::from_millis(200)) {
                 Ok(()) => break,
                 Err(KafkaError::Flush(_)) => {
                     // A stop request during any cut bounds it by the drain timeout.

@@ -239,3 +239,62 @@ fn co_partitioning_is_checked() {
     let e = check_co_partitioned(p.client(), "events3", "nope", t).expect_err("missing");
     assert!(e.to_string().contains("\"nope\""), "{e}");
 }
+
+/// Counts the delivery reports a producer served.
+#[derive(Default)]
+struct Acks(std::sync::atomic::AtomicUsize);
+
+impl rdkafka::ClientContext for Acks {}
+
+impl rdkafka::producer::ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        assert!(r.is_ok(), "delivery failed: {r:?}");
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The worker's `kafka::flush` (which a cut waits on before its checkpoint) times out while
+/// records are unacknowledged, and returns Ok only once every record's acknowledgement has been
+/// served: against librdkafka's mock broker with a 300 ms round trip.
+#[test]
+fn flush_returns_once_every_record_is_acknowledged() {
+    use std::sync::atomic::Ordering;
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("t", 2, 1).expect("topic");
+    let producer: BaseProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("linger.ms", "1")
+        .create_with_context(Acks::default())
+        .expect("producer");
+    // Connected first, so the round trip below delays the produce requests.
+    producer
+        .send(BaseRecord::to("t").key("k").payload("v"))
+        .map_err(|(e, _)| e)
+        .expect("send");
+    streamlr::kafka::flush(&producer, Duration::from_secs(10)).expect("first flush");
+    assert_eq!(producer.context().0.load(Ordering::SeqCst), 1);
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(300))
+        .expect("rtt");
+    let n = 500;
+    for i in 0..n {
+        let key = format!("k{i}");
+        producer
+            .send(BaseRecord::to("t").key(&key).payload("v"))
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    let early = streamlr::kafka::flush(&producer, Duration::from_millis(20));
+    assert!(
+        matches!(
+            early,
+            Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+        ),
+        "{early:?}"
+    );
+    assert!(producer.in_flight_count() > 0);
+    streamlr::kafka::flush(&producer, Duration::from_secs(10)).expect("flush");
+    assert_eq!(producer.context().0.load(Ordering::SeqCst), n + 1);
+    assert_eq!(producer.in_flight_count(), 0);
+}
