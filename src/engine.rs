@@ -250,6 +250,43 @@ pub struct LearnerState {
     pub guard: GuardState,
 }
 
+impl LearnerState {
+    /// The state as a [`LearnerView`].
+    pub fn view(&self) -> LearnerView<'_> {
+        LearnerView {
+            version: self.version,
+            model: &self.model,
+            optim: &self.optim,
+            scaler: self.scaler.clone(),
+            quality: &self.quality,
+            counters: &self.counters,
+            drift: &self.drift,
+            guard: &self.guard,
+        }
+    }
+}
+
+/// [`LearnerState`] borrowed from the engine (the scaler statistics, small, are copied out).
+#[derive(Debug)]
+pub struct LearnerView<'a> {
+    /// Model version.
+    pub version: u64,
+    /// Weights.
+    pub model: &'a Model,
+    /// Optimizer state.
+    pub optim: &'a Optimizer,
+    /// Online scaling statistics.
+    pub scaler: crate::features::ScalerState,
+    /// Progressive metrics.
+    pub quality: &'a Progressive,
+    /// Counters.
+    pub counters: &'a Counters,
+    /// Drift reference, window and freeze state.
+    pub drift: &'a DriftState,
+    /// Guardrail state.
+    pub guard: &'a GuardState,
+}
+
 /// Makes the join backend of a partition the engine has not seen yet.
 pub type MakeBackend<B> = Box<dyn FnMut(i32) -> (B, Option<JoinerState>) + Send>;
 
@@ -820,6 +857,20 @@ impl<B: JoinBackend> Engine<B> {
             counters: self.counters.clone(),
             drift: self.drift.state().clone(),
             guard: self.guard.clone(),
+        }
+    }
+
+    /// The learner state, borrowed (what a checkpoint encodes, without copying it).
+    pub fn learner_view(&self) -> LearnerView<'_> {
+        LearnerView {
+            version: self.version,
+            model: &self.model,
+            optim: &self.optim,
+            scaler: self.encoder.scaler_state(),
+            quality: &self.quality,
+            counters: &self.counters,
+            drift: self.drift.state(),
+            guard: &self.guard,
         }
     }
 

@@ -14,7 +14,7 @@ use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
 use crate::config::OptimizerKind;
-use crate::engine::{Counters, LearnerState};
+use crate::engine::{Counters, LearnerState, LearnerView};
 use crate::features::ScalerState;
 use crate::frame::{self, FrameError};
 use crate::metrics::Progressive;
@@ -113,23 +113,46 @@ struct Payload {
     drift: crate::drift::DriftState,
 }
 
+/// [`Payload`] with the large parts borrowed: the same fields in the same order, so postcard
+/// writes the same bytes.
+#[derive(Serialize)]
+struct PayloadRef<'a> {
+    schema: &'a SchemaId,
+    version: u64,
+    weights: SparseF64,
+    kind: OptimizerKind,
+    t: u64,
+    acc: SparseF64,
+    z: SparseF64,
+    scaler: &'a ScalerState,
+    quality: &'a Progressive,
+    counters: &'a Counters,
+    drift: &'a crate::drift::DriftState,
+}
+
 /// Serializes the learner state.
 pub fn encode(schema: &SchemaId, s: &LearnerState) -> Vec<u8> {
-    let payload = Payload {
-        schema: schema.clone(),
+    encode_view(schema, &s.view())
+}
+
+/// Serializes the learner state without copying it first ([`crate::engine::Engine::learner_view`]:
+/// a checkpoint need not clone ~24 MiB of weights and optimizer state to write a few MiB).
+pub fn encode_view(schema: &SchemaId, s: &LearnerView<'_>) -> Vec<u8> {
+    let payload = PayloadRef {
+        schema,
         version: s.version,
         weights: SparseF64::from_slice(s.model.w.as_slice().unwrap_or(&[])),
         kind: s.optim.kind,
         t: s.optim.t,
         acc: SparseF64::from_slice(&s.optim.acc),
         z: SparseF64::from_slice(&s.optim.z),
-        scaler: s.scaler.clone(),
-        quality: s.quality.clone(),
-        counters: s.counters.clone(),
-        drift: s.drift.clone(),
+        scaler: &s.scaler,
+        quality: s.quality,
+        counters: s.counters,
+        drift: s.drift,
     };
     let mut body = postcard::to_stdvec(&payload).unwrap_or_default();
-    body.extend(postcard::to_stdvec(&s.guard).unwrap_or_default());
+    body.extend(postcard::to_stdvec(s.guard).unwrap_or_default());
     body.extend(postcard::to_stdvec(&s.guard.rates).unwrap_or_default());
     frame::seal(MAGIC, FORMAT_VERSION, &body)
 }
@@ -245,6 +268,8 @@ mod tests {
             let (c, e) = trained(kind, &events);
             let s = e.learner_state();
             let bytes = encode(&schema(&c), &s);
+            // A checkpoint encodes the engine's state borrowed, not copied: the same bytes.
+            prop_assert_eq!(&encode_view(&schema(&c), &e.learner_view()), &bytes);
             let (_, back) = decode(&bytes, Some(&schema(&c))).expect("decodes");
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits(back.model.w.as_slice().unwrap_or(&[])), bits(s.model.w.as_slice().unwrap_or(&[])));

@@ -376,7 +376,7 @@ impl StateDir {
         };
         self.ckpts.write(
             &meta,
-            &snapshot::encode(&self.schema, &engine.learner_state()),
+            &snapshot::encode_view(&self.schema, &engine.learner_view()),
         )?;
         self.max_version = version;
         let states: Vec<JoinerState> = engine
