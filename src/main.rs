@@ -12,7 +12,9 @@ fn main() -> std::process::ExitCode {
     match streamlr::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // `{e}`, not the chain (`{e:#}`): every error of the crate already says its cause
+            // in its message, so the chain repeated it ("…: os error 2: os error 2").
+            eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
     }

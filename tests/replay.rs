@@ -193,6 +193,15 @@ fn check_config_layers_and_reports_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model.ftrl.alpha = -1"), "{err}");
+    // A file that cannot be read: the path and the OS error, said once.
+    let out = common::run(
+        &["check-config", "--config", "/nonexistent/streamlr.toml"],
+        &[],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/streamlr.toml"), "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }
 
 /// The two-thread replay ends in exactly the state of feeding one engine record by record in
