@@ -91,6 +91,8 @@ pub struct DriftState {
 pub struct ColumnStats {
     /// Column name (`score` for the score).
     pub column: String,
+    /// The model's score, not a declared feature (which may be named `score` too).
+    pub score: bool,
     /// PSI against the reference.
     pub psi: f64,
     /// KS statistic (numeric columns).
@@ -360,8 +362,12 @@ impl Drift {
                 .iter()
                 .zip(&st.window)
                 .zip(&self.names)
-                .filter(|((r, _), _)| **r != ColumnRef::Pending)
-                .map(|((r, w), name)| column_stats(name, r, w, &self.cfg))
+                .enumerate()
+                .filter(|(_, ((r, _), _))| **r != ColumnRef::Pending)
+                .map(|(i, ((r, w), name))| ColumnStats {
+                    score: i == self.names.len() - 1,
+                    ..column_stats(name, r, w, &self.cfg)
+                })
                 .collect(),
             None => Vec::new(),
         };
@@ -376,12 +382,10 @@ impl Drift {
         };
         // Actions follow the features only: the score of a model that keeps learning moves with
         // its weights, and freezing on that would stop learning for good.
-        let features = self.names.len() - 1;
         let alert = report
             .columns
             .iter()
-            .take(features)
-            .any(|c| c.level == Level::Alert);
+            .any(|c| !c.score && c.level == Level::Alert);
         match self.cfg.action {
             DriftAction::None => {}
             DriftAction::Freeze => {
@@ -524,6 +528,7 @@ fn column_stats(name: &str, r: &ColumnRef, window: &[f64], cfg: &DriftConfig) ->
     };
     ColumnStats {
         column: name.to_string(),
+        score: false,
         psi: psi_v,
         ks,
         ks_p,
@@ -768,8 +773,16 @@ mod tests {
         // has one, quiet.
         assert_eq!(reports.len(), 2);
         assert_eq!(reports[0].columns.len(), 4);
-        assert!(reports[0].columns.iter().all(|c| c.column != "score"));
+        assert!(
+            reports[0]
+                .columns
+                .iter()
+                .all(|c| c.column != "score" && !c.score)
+        );
         assert_eq!(reports[1].columns.len(), 5);
+        // The score's column is flagged as the score (a feature may be named `score` too).
+        let flags: Vec<bool> = reports[1].columns.iter().map(|c| c.score).collect();
+        assert_eq!(flags, [false, false, false, false, true]);
         assert_eq!(level_of(&reports[1], "score"), Level::Ok);
 
         // The score moves (the model keeps learning) while the features stay put: reported,

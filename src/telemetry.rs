@@ -414,7 +414,7 @@ impl Telemetry {
             serde_json::json!({
                 "window": d.window,
                 "columns": d.columns.iter().map(|c| serde_json::json!({
-                    "feature": c.column, "psi": c.psi, "ks": c.ks, "level": c.level,
+                    "feature": c.column, "score": c.score, "psi": c.psi, "ks": c.ks, "level": c.level,
                 })).collect::<Vec<_>>(),
             })
         });
@@ -732,7 +732,7 @@ fn render(s: &Status, hists: &[Hist]) -> String {
             "gauge",
             "PSI of the last drift window, per feature.",
         );
-        for col in d.columns.iter().filter(|c| c.column != "score") {
+        for col in d.columns.iter().filter(|c| !c.score) {
             let _ = writeln!(
                 o,
                 "streamlr_feature_psi{{feature=\"{}\"}} {}",
@@ -746,7 +746,7 @@ fn render(s: &Status, hists: &[Hist]) -> String {
             "gauge",
             "KS statistic of the last drift window, per numeric feature.",
         );
-        for col in d.columns.iter().filter(|c| c.column != "score") {
+        for col in d.columns.iter().filter(|c| !c.score) {
             if let Some(ks) = col.ks {
                 let _ = writeln!(
                     o,
@@ -755,7 +755,7 @@ fn render(s: &Status, hists: &[Hist]) -> String {
                 );
             }
         }
-        if let Some(sc) = d.columns.iter().find(|c| c.column == "score") {
+        if let Some(sc) = d.columns.iter().find(|c| c.score) {
             family(
                 &mut o,
                 "streamlr_score_psi",
@@ -964,6 +964,42 @@ mod tests {
             );
         }
         assert!(text.contains("streamlr_score_latency_seconds_count 4"));
+    }
+
+    /// A declared feature may be named `score`: its PSI is a feature's, and `streamlr_score_psi`
+    /// stays the model's score.
+    #[test]
+    fn a_feature_named_score_is_not_the_models_score() {
+        use crate::drift::{ColumnStats, Level, WindowReport};
+        let col = |score: bool, psi: f64| ColumnStats {
+            column: "score".into(),
+            score,
+            psi,
+            ks: Some(0.01),
+            ks_p: Some(0.5),
+            unseen_rate: None,
+            level: Level::Ok,
+        };
+        let t = Telemetry::default();
+        t.publish(Status {
+            drift: Some(WindowReport {
+                window: 1,
+                columns: vec![col(false, 0.125), col(true, 0.75)],
+                mean_score: 0.1,
+                observed_rate: None,
+                action: "none",
+            }),
+            ..Status::default()
+        });
+        let text = t.render();
+        for line in [
+            "streamlr_feature_psi{feature=\"score\"} 0.125",
+            "streamlr_feature_ks{feature=\"score\"} 0.01",
+            "streamlr_score_psi 0.75",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert_eq!(text.matches("streamlr_feature_psi{").count(), 1, "{text}");
     }
 
     #[test]

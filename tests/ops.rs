@@ -12,6 +12,7 @@ fn exported() -> BTreeSet<String> {
     let t = Telemetry::default();
     let col = |name: &str, ks: Option<f64>| ColumnStats {
         column: name.into(),
+        score: name == "score",
         psi: 0.1,
         ks,
         ks_p: ks,
