@@ -10,6 +10,8 @@
 //! Format 3 appends the guardrail state after format 2's payload, format 4 the per-entity label
 //! counts after that; formats 2 and 3 are still read (with fresh state for what they lack).
 
+use std::borrow::Cow;
+
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
@@ -98,36 +100,21 @@ pub struct SchemaId {
     pub hash_bits: u32,
 }
 
+/// The snapshot's body: borrowed from the engine when encoding (a checkpoint need not copy the
+/// state first), owned when decoding; `Cow` serializes as what it holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Payload {
-    schema: SchemaId,
+struct Payload<'a> {
+    schema: Cow<'a, SchemaId>,
     version: u64,
     weights: SparseF64,
     kind: OptimizerKind,
     t: u64,
     acc: SparseF64,
     z: SparseF64,
-    scaler: ScalerState,
-    quality: Progressive,
-    counters: Counters,
-    drift: crate::drift::DriftState,
-}
-
-/// [`Payload`] with the large parts borrowed: the same fields in the same order, so postcard
-/// writes the same bytes.
-#[derive(Serialize)]
-struct PayloadRef<'a> {
-    schema: &'a SchemaId,
-    version: u64,
-    weights: SparseF64,
-    kind: OptimizerKind,
-    t: u64,
-    acc: SparseF64,
-    z: SparseF64,
-    scaler: &'a ScalerState,
-    quality: &'a Progressive,
-    counters: &'a Counters,
-    drift: &'a crate::drift::DriftState,
+    scaler: Cow<'a, ScalerState>,
+    quality: Cow<'a, Progressive>,
+    counters: Cow<'a, Counters>,
+    drift: Cow<'a, crate::drift::DriftState>,
 }
 
 /// Serializes the learner state.
@@ -138,18 +125,18 @@ pub fn encode(schema: &SchemaId, s: &LearnerState) -> Vec<u8> {
 /// Serializes the learner state without copying it first ([`crate::engine::Engine::learner_view`]:
 /// a checkpoint need not clone ~24 MiB of weights and optimizer state to write a few MiB).
 pub fn encode_view(schema: &SchemaId, s: &LearnerView<'_>) -> Vec<u8> {
-    let payload = PayloadRef {
-        schema,
+    let payload = Payload {
+        schema: Cow::Borrowed(schema),
         version: s.version,
         weights: SparseF64::from_slice(s.model.w.as_slice().unwrap_or(&[])),
         kind: s.optim.kind,
         t: s.optim.t,
         acc: SparseF64::from_slice(&s.optim.acc),
         z: SparseF64::from_slice(&s.optim.z),
-        scaler: &s.scaler,
-        quality: s.quality,
-        counters: s.counters,
-        drift: s.drift,
+        scaler: Cow::Borrowed(&s.scaler),
+        quality: Cow::Borrowed(s.quality),
+        counters: Cow::Borrowed(s.counters),
+        drift: Cow::Borrowed(s.drift),
     };
     let mut body = postcard::to_stdvec(&payload).unwrap_or_default();
     body.extend(postcard::to_stdvec(s.guard).unwrap_or_default());
@@ -190,7 +177,7 @@ pub fn decode(
         return Err(SnapshotError::Payload("trailing bytes".into()));
     }
     if let Some(exp) = expected
-        && *exp != p.schema
+        && *exp != *p.schema
     {
         return Err(SnapshotError::Schema {
             found: p.schema.digest.clone(),
@@ -215,13 +202,13 @@ pub fn decode(
         version: p.version,
         model: Model { w: Array1::from(w) },
         optim,
-        scaler: p.scaler,
-        quality: p.quality,
-        counters: p.counters,
-        drift: p.drift,
+        scaler: p.scaler.into_owned(),
+        quality: p.quality.into_owned(),
+        counters: p.counters.into_owned(),
+        drift: p.drift.into_owned(),
         guard,
     };
-    Ok((p.schema, state))
+    Ok((p.schema.into_owned(), state))
 }
 
 #[cfg(test)]
