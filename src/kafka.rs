@@ -115,30 +115,49 @@ pub fn send_waiting<C: ProducerContext<DeliveryOpaque = ()>>(
     }
 }
 
-/// How long [`flush`] waits for delivery reports between two looks at the queue.
+/// How long [`flush`] sleeps between two looks at the producer's queue.
 const FLUSH_STEP: Duration = Duration::from_millis(1);
 
 /// Waits up to `timeout` until the broker has acknowledged (or failed) every record `producer`
 /// holds, serving delivery reports meanwhile; `Err(Flush(OperationTimedOut))` if records remain.
+/// `Ok` means every delivery callback has run (librdkafka counts a record until its report is
+/// served).
 ///
 /// Not rdkafka's `Producer::flush`: it polls in steps of 100 ms, and `BaseProducer::poll`
 /// returns at its deadline, not at the first event, so a flush that was not done at once took
 /// 100 ms however soon the acknowledgements came (every second checkpoint of the worker's
-/// benchmark stopped the loop that long). This one looks again every millisecond.
+/// benchmark stopped the loop that long). Nor `poll` with a short timeout: it rounds the time
+/// left down to whole milliseconds and so spins. This serves what is ready, then sleeps 1 ms.
 pub fn flush<C: ProducerContext>(
     producer: &BaseProducer<C>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now().checked_add(timeout);
+    // Once, as rdkafka's flush does: wakes the broker threads to send what lingers.
+    let _ = Producer::flush(producer, Duration::ZERO);
     loop {
-        producer.poll(Duration::ZERO);
-        if producer.in_flight_count() == 0 {
-            return Ok(());
+        // Each poll serves at most one event; serve until none is ready.
+        let mut left = producer.in_flight_count();
+        loop {
+            if left == 0 {
+                return Ok(());
+            }
+            producer.poll(Duration::ZERO);
+            let now = producer.in_flight_count();
+            if now == left {
+                break;
+            }
+            left = now;
         }
-        if Instant::now() >= deadline {
-            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
-        }
-        producer.poll(FLUSH_STEP);
+        let now = Instant::now();
+        let step = match deadline {
+            Some(d) if now >= d => {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+            }
+            Some(d) => FLUSH_STEP.min(d - now),
+            None => FLUSH_STEP,
+        };
+        std::thread::sleep(step);
     }
 }
 

@@ -911,10 +911,10 @@ impl Worker {
         for c in r.flagged() {
             let (psi, ks, ks_p) = (c.psi, c.ks.unwrap_or(f64::NAN), c.ks_p.unwrap_or(f64::NAN));
             let level = if c.level == crate::drift::Level::Alert {
-                warn!(window = r.window, column = %c.column, psi, ks, ks_p, level = "alert", model_version, "Drift detected");
+                warn!(window = r.window, column = %c.column, score = c.score, psi, ks, ks_p, level = "alert", model_version, "Drift detected");
                 "alert"
             } else {
-                info!(window = r.window, column = %c.column, psi, ks, ks_p, level = "warn", model_version, "Drift detected");
+                info!(window = r.window, column = %c.column, score = c.score, psi, ks, ks_p, level = "warn", model_version, "Drift detected");
                 "warn"
             };
             *self

@@ -294,7 +294,22 @@ fn flush_returns_once_every_record_is_acknowledged() {
         "{early:?}"
     );
     assert!(producer.in_flight_count() > 0);
+    // Waiting is sleeping, not spinning: the thread is on the CPU for a small part of the wait
+    // (a spinning flush is on it nearly all the time).
+    let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
     streamlr::kafka::flush(&producer, Duration::from_secs(10)).expect("flush");
+    let (cpu, wall) = (thread_cpu_ns() - cpu0, wall0.elapsed().as_nanos() as u64);
+    assert!(cpu < wall / 3, "on the CPU {cpu} ns of {wall} ns");
     assert_eq!(producer.context().0.load(Ordering::SeqCst), n + 1);
     assert_eq!(producer.in_flight_count(), 0);
+}
+
+/// Time the calling thread has spent on a CPU (`/proc/thread-self/schedstat`, nanoseconds).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .expect("schedstat")
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("on-CPU time")
 }
