@@ -1,7 +1,7 @@
 //! Command-line interface.
 
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -427,8 +427,8 @@ fn simulate(a: SimulateCmd) -> anyhow::Result<()> {
             labels: a.labels_topic.clone(),
         },
         (None, Some(e), Some(l)) => Sink::Files {
-            events: create(e)?,
-            labels: create(l)?,
+            events: OutFile::create(e)?,
+            labels: OutFile::create(l)?,
         },
         _ => anyhow::bail!("give --events-out and --labels-out, or --brokers"),
     };
@@ -448,29 +448,56 @@ fn simulate(a: SimulateCmd) -> anyhow::Result<()> {
     }
     sink.finish()?;
     if let Some(p) = &a.truth_out {
-        let mut t = create(p)?;
+        let mut t = OutFile::create(p)?;
         for (i, pr) in sim.truth_p.iter().enumerate() {
             if pr.is_finite() {
-                writeln!(t, r#"{{"id":"{}","p":{}}}"#, Simulator::id(i as u64), pr)?;
+                t.line(format_args!(
+                    r#"{{"id":"{}","p":{}}}"#,
+                    Simulator::id(i as u64),
+                    pr
+                ))?;
             }
         }
-        t.flush()?;
+        t.finish()?;
     }
     eprintln!("{}", serde_json::to_string(&sim.summary())?);
     Ok(())
 }
 
-fn create(p: &PathBuf) -> anyhow::Result<BufWriter<std::fs::File>> {
-    std::fs::File::create(p)
-        .map(|f| BufWriter::with_capacity(1 << 20, f))
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))
+/// An output file whose errors name it.
+struct OutFile {
+    path: PathBuf,
+    w: BufWriter<std::fs::File>,
+}
+
+impl OutFile {
+    fn create(p: &Path) -> anyhow::Result<Self> {
+        let f = std::fs::File::create(p)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
+        Ok(Self {
+            path: p.to_path_buf(),
+            w: BufWriter::with_capacity(1 << 20, f),
+        })
+    }
+
+    fn line(&mut self, text: impl std::fmt::Display) -> anyhow::Result<()> {
+        writeln!(self.w, "{text}").map_err(|e| self.error(e))
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.w.flush().map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: std::io::Error) -> anyhow::Error {
+        anyhow::anyhow!("cannot write {}: {e}", self.path.display())
+    }
 }
 
 /// Where simulated records go.
 enum Sink {
     Files {
-        events: BufWriter<std::fs::File>,
-        labels: BufWriter<std::fs::File>,
+        events: OutFile,
+        labels: OutFile,
     },
     Kafka {
         producer: rdkafka::producer::BaseProducer,
@@ -482,9 +509,7 @@ enum Sink {
 impl Sink {
     fn write(&mut self, is_event: bool, ts: i64, line: &str) -> anyhow::Result<()> {
         match self {
-            Sink::Files { events, labels } => {
-                writeln!(if is_event { events } else { labels }, "{line}")?
-            }
+            Sink::Files { events, labels } => if is_event { events } else { labels }.line(line)?,
             Sink::Kafka {
                 producer,
                 events,
@@ -513,8 +538,8 @@ impl Sink {
     fn finish(&mut self) -> anyhow::Result<()> {
         match self {
             Sink::Files { events, labels } => {
-                events.flush()?;
-                labels.flush()?;
+                events.finish()?;
+                labels.finish()?;
             }
             Sink::Kafka { producer, .. } => {
                 crate::kafka::flush(producer, std::time::Duration::from_secs(60))?

@@ -204,6 +204,42 @@ fn check_config_layers_and_reports_errors() {
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
 }
 
+/// A file `simulate` cannot write (a full disk: `/dev/full`) is a clean error that names it.
+#[test]
+fn simulate_names_the_file_it_cannot_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ok = dir.path().join("ok.jsonl");
+    let ok = ok.to_str().expect("path");
+    for args in [
+        [
+            "--events-out",
+            "/dev/full",
+            "--labels-out",
+            ok,
+            "--count",
+            "1000",
+        ]
+        .as_slice(),
+        [
+            "--events-out",
+            ok,
+            "--labels-out",
+            "/dev/full",
+            "--count",
+            "1000",
+        ]
+        .as_slice(),
+    ] {
+        let out = common::run(&[&["simulate"], args].concat(), &[]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot write /dev/full: ") && err.contains("os error 28"),
+            "{err}"
+        );
+    }
+}
+
 /// The two-thread replay ends in exactly the state of feeding one engine record by record in
 /// the documented merge order (smallest time first, the event first at equal times), computed
 /// here independently by sorting both files.
