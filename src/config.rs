@@ -109,7 +109,8 @@ pub struct KafkaConfig {
     /// Records the merge buffers per partition; the rest waits in the partition's own
     /// librdkafka queue (bounded by `queued.max.messages.kbytes`).
     pub buffer_records: usize,
-    /// Timeout of metadata and committed-offset requests at start-up and on assignment.
+    /// Timeout of metadata and committed-offset requests at start-up and on assignment, and of
+    /// the wait for the offset commit when partitions are revoked.
     pub request_timeout: HumanDuration,
     /// librdkafka properties for both consumer and producer (TLS, SASL, timeouts), passed
     /// through as given. Keys containing password/secret/token are redacted when printed.

@@ -70,6 +70,8 @@ pub struct Status {
     /// Reliability diagram of everything learned: (mean predicted, observed rate, count) per
     /// calibration bin.
     pub reliability: Vec<(f64, f64, u64)>,
+    /// Offset commits of this process by outcome: stored by the group, failed.
+    pub offset_commits: [u64; 2],
 }
 
 impl Status {
@@ -674,6 +676,18 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         "Records produced (predictions, dead letters, drift reports) not yet acknowledged by the broker.",
     );
     let _ = writeln!(o, "streamlr_producer_unacknowledged {}", s.unacknowledged);
+    family(
+        &mut o,
+        "streamlr_offset_commits_total",
+        "counter",
+        "Offset commits to the consumer group by outcome (a failed one is retried by the next cut).",
+    );
+    for (outcome, n) in ["stored", "failed"].iter().zip(s.offset_commits) {
+        let _ = writeln!(
+            o,
+            "streamlr_offset_commits_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
     if let Some(a) = s.checkpoint_age_seconds {
         family(
             &mut o,

@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientContext;
@@ -105,6 +105,9 @@ pub enum WorkerError {
     /// librdkafka did not give a partition's own queue (the topic or partition is unknown to it).
     #[error("no queue of its own for partition {0} (unknown topic or partition)")]
     PartitionQueue(i32),
+    /// A thread of the worker could not be started.
+    #[error("cannot start the offset commit thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// The input topic of a side.
@@ -331,6 +334,91 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// The outcome of one offset commit.
+#[derive(Debug)]
+struct CommitReport {
+    /// The offsets committed (empty if it failed).
+    stored: Vec<PartitionOffset>,
+    /// Why it failed.
+    error: Option<String>,
+}
+
+/// Commits offsets on a thread of its own, so that the loop never waits on a commit: librdkafka
+/// holds a commit request until the group coordinator is back (or `socket.timeout.ms` when the
+/// network drops packets). A synchronous commit on this thread is also the only way to learn a
+/// manual commit's outcome: librdkafka hands an asynchronous one's result only to an
+/// `offset_commit_cb`, which rdkafka's event-based consumer does not set.
+struct Committer {
+    jobs: Option<mpsc::Sender<(Vec<PartitionOffset>, String)>>,
+    reports: Arc<Mutex<VecDeque<CommitReport>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    fn start(group: Arc<BaseConsumer<GroupContext>>, waker: Arc<Waker>) -> std::io::Result<Self> {
+        let (jobs, rx) = mpsc::channel::<(Vec<PartitionOffset>, String)>();
+        let reports = Arc::new(Mutex::new(VecDeque::new()));
+        let out = reports.clone();
+        let thread = std::thread::Builder::new()
+            .name("offset-commit".into())
+            .spawn(move || {
+                for (offsets, tag) in rx {
+                    let mut tpl = TopicPartitionList::new();
+                    for o in &offsets {
+                        let mut e = tpl.add_partition(&o.topic, o.partition);
+                        let _ = e.set_offset(Offset::Offset(o.offset));
+                        e.set_metadata(tag.as_str());
+                    }
+                    let report = match group.commit(&tpl, CommitMode::Sync) {
+                        Ok(()) => CommitReport {
+                            stored: offsets,
+                            error: None,
+                        },
+                        Err(e) => CommitReport {
+                            stored: Vec::new(),
+                            error: Some(e.to_string()),
+                        },
+                    };
+                    if let Ok(mut r) = out.lock() {
+                        r.push_back(report);
+                    }
+                    waker.wake();
+                }
+            })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            reports,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a commit of `offsets` with metadata `tag`; false if the thread is gone.
+    fn send(&self, offsets: Vec<PartitionOffset>, tag: String) -> bool {
+        self.jobs
+            .as_ref()
+            .is_some_and(|j| j.send((offsets, tag)).is_ok())
+    }
+
+    /// The outcomes that came back since the last call, oldest first.
+    fn take(&self) -> Vec<CommitReport> {
+        match self.reports.lock() {
+            Ok(mut r) => r.drain(..).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Ends the thread: joined when `idle` (it holds the group consumer, whose close leaves the
+    /// group), left behind when a commit still waits on the broker.
+    fn close(&mut self, idle: bool) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take()
+            && idle
+        {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The labels consumer's context (no group).
 #[derive(Debug)]
 struct PlainContext {
@@ -495,6 +583,11 @@ struct Worker {
     cut_pause_seconds: f64,
     /// A cut whose store commit runs on the commit thread.
     pending_cut: Option<PendingCut>,
+    committer: Committer,
+    /// Offset commits sent whose outcome has not come back yet.
+    commits_in_flight: usize,
+    /// Offset commits by outcome: stored, failed.
+    commits: [u64; 2],
     stop: Stop,
     /// Drift flags raised by this process, by (column, level).
     drift_alerts: BTreeMap<(String, &'static str), u64>,
@@ -628,6 +721,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         .subscribe(&[k.events_topic.as_str()])
         .map_err(kerr("subscribing"))?;
 
+    let committer = Committer::start(group.clone(), waker.clone()).map_err(WorkerError::Thread)?;
     let mut worker = Worker {
         merge: Merge::new(cfg.kafka.merge_idle.as_millis_i64()),
         updates_at_cut: engine.counters().updates,
@@ -660,6 +754,9 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         cut_seconds: 0.0,
         cut_pause_seconds: 0.0,
         pending_cut: None,
+        committer,
+        commits_in_flight: 0,
+        commits: [0; 2],
         stop: stop.clone(),
         drift_alerts: BTreeMap::new(),
         watermarks,
@@ -669,6 +766,8 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     };
     worker.publish();
     let result = worker.run_loop(&stop);
+    worker.serve_commits();
+    worker.committer.close(worker.commits_in_flight == 0);
     worker.group.context().closing.store(true, Ordering::SeqCst);
     // A rebalance interrupted by an error still waits for our (un)assign call, and closing the
     // consumer would wait for it forever: give everything up explicitly.
@@ -752,6 +851,7 @@ impl Worker {
                 self.start_cut(None)?;
             } else if !self.dirty
                 && self.pending_cut.is_none()
+                && self.commits_in_flight == 0
                 && self.last_cut.elapsed() >= self.cfg.checkpoint.every.0
             {
                 // Idle: commit the last cut's offsets again, so the group's offsets (the labels
@@ -781,6 +881,7 @@ impl Worker {
             let positions = self.positions();
             self.commit_offsets(&positions);
         }
+        self.await_commits(deadline);
         info!(
             version = self.state.version(),
             "Final checkpoint written; leaving the group"
@@ -802,6 +903,7 @@ impl Worker {
         for c in events {
             self.accept(c);
         }
+        self.serve_commits();
         let pending: Vec<Rebalance> = match self.group.context().pending.lock() {
             Ok(mut p) => p.drain(..).collect(),
             Err(_) => Vec::new(),
@@ -1119,30 +1221,69 @@ impl Worker {
     }
 
     /// Commits `positions` (a cut's, once durable) of the partitions still assigned (both
-    /// topics, in the group). A failure is logged and retried at the next cut: the checkpoint,
-    /// not the commit, is the truth.
+    /// topics, in the group), on the commit thread: its outcome comes back through
+    /// [`Self::serve_commits`]. A failure is logged and retried at the next cut: the
+    /// checkpoint, not the commit, is the truth.
     fn commit_offsets(&mut self, positions: &[PartitionOffset]) {
-        let mut tpl = TopicPartitionList::new();
-        let tag = self.commit_tag();
-        let mut offsets = Vec::new();
-        for o in positions {
-            if self.assigned.contains(&o.partition) && o.offset >= 0 {
-                let mut e = tpl.add_partition(&o.topic, o.partition);
-                let _ = e.set_offset(Offset::Offset(o.offset));
-                e.set_metadata(tag.as_str());
-                offsets.push(o.clone());
-            }
-        }
-        if tpl.count() == 0 {
+        let offsets: Vec<PartitionOffset> = positions
+            .iter()
+            .filter(|o| self.assigned.contains(&o.partition) && o.offset >= 0)
+            .cloned()
+            .collect();
+        if offsets.is_empty() {
             return;
         }
-        match self.group.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                if let Err(e) = self.state.record_commit(offsets) {
-                    warn!(error = %e, "Cannot record the committed offsets");
+        let tag = self.commit_tag();
+        if self.committer.send(offsets, tag) {
+            self.commits_in_flight += 1;
+        } else {
+            self.commits[1] += 1;
+            warn!("Offset commit thread gone; the offsets are not committed");
+        }
+    }
+
+    /// Takes the outcomes of the offset commits that came back: a stored commit is recorded
+    /// (file `COMMITTED`), a failed one logged (the next cut commits again).
+    fn serve_commits(&mut self) {
+        for r in self.committer.take() {
+            self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
+            match r.error {
+                None => {
+                    self.commits[0] += 1;
+                    if let Err(e) = self.state.record_commit(r.stored) {
+                        warn!(error = %e, "Cannot record the committed offsets");
+                    }
+                }
+                Some(e) => {
+                    self.commits[1] += 1;
+                    warn!(error = %e, "Offset commit failed; the next checkpoint retries it");
                 }
             }
-            Err(e) => warn!(error = %e, "Offset commit failed; the next checkpoint retries it"),
+        }
+    }
+
+    /// Waits until every offset commit sent has come back, or `deadline` passes (a stop
+    /// request meanwhile bounds the wait by the drain timeout).
+    fn await_commits(&mut self, mut deadline: Instant) {
+        let mut stop_seen = false;
+        loop {
+            self.serve_commits();
+            if self.commits_in_flight == 0 {
+                return;
+            }
+            if !stop_seen && self.stop.requested() {
+                stop_seen = true;
+                deadline = deadline.min(Instant::now() + self.cfg.checkpoint.drain_timeout.0);
+            }
+            if Instant::now() >= deadline {
+                warn!(
+                    in_flight = self.commits_in_flight,
+                    "Offset commit not confirmed in time; going on (a partition's next owner may \
+                     start at the previous commit and score its events again)"
+                );
+                return;
+            }
+            self.waker.wait(Duration::from_millis(20));
         }
     }
 
@@ -1166,10 +1307,14 @@ impl Worker {
                 .and_then(|()| if self.dirty { self.cut(None) } else { Ok(()) });
             self.assigned = assigned;
             r?;
-        } else if self.dirty || !self.assigned.is_empty() {
-            self.cut(None)?;
         } else {
-            self.complete_cut()?;
+            if self.dirty || !self.assigned.is_empty() {
+                self.cut(None)?;
+            } else {
+                self.complete_cut()?;
+            }
+            // The next owner starts at the committed offsets: they must be stored first.
+            self.await_commits(Instant::now() + self.cfg.kafka.request_timeout.0);
         }
         for p in std::mem::take(&mut self.assigned) {
             self.engine.remove_shard(p);
@@ -1387,6 +1532,7 @@ impl Worker {
                 .collect(),
             lag: self.lag(),
             reliability: self.engine.quality().total.reliability(),
+            offset_commits: self.commits,
         });
     }
 

@@ -130,6 +130,7 @@ fn every_promised_metric_is_exported_and_documented() {
         "streamlr_weight_norm",
         "streamlr_label_coverage_ratio",
         "streamlr_learning_frozen",
+        "streamlr_offset_commits_total",
     ] {
         assert!(exported.contains(name), "{name} is not exported");
         assert!(

@@ -156,9 +156,19 @@ fn every_event_is_predicted_and_every_label_applied_once() {
     let metrics = common::wait_for(Duration::from_secs(10), "metrics catch up", || {
         let (code, text) = common::http_get(&addr, "/metrics");
         (code == 200
-            && common::metric(&text, "streamlr_updates_total") == Some(want.updates.applied as f64))
+            && common::metric(&text, "streamlr_updates_total") == Some(want.updates.applied as f64)
+            && common::metric(&text, "streamlr_offset_commits_total{outcome=\"stored\"}")
+                .is_some_and(|n| n >= 1.0))
         .then_some(text)
     });
+    assert_eq!(
+        common::metric(
+            &metrics,
+            "streamlr_offset_commits_total{outcome=\"failed\"}"
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
     assert_eq!(
         common::metric(&metrics, "streamlr_predictions_total"),
         Some(want.events.scored as f64),
@@ -795,6 +805,57 @@ fn stop_during_an_outage_ends_within_the_drain_timeout() {
     );
     assert!(w_exited_ok_or_drain(&status), "{status:?}");
     proxy.set_down(false);
+}
+
+/// A network that silently drops packets holds every request until librdkafka's
+/// `socket.timeout.ms` (60 s): the offset commit the idle worker sends every `checkpoint.every`
+/// must not hold up the loop that long. A stop requested then ends the process within the drain
+/// timeout, the checkpoint intact.
+#[test]
+fn a_commit_lost_in_the_network_does_not_hold_up_a_stop() {
+    let proxy = common::Proxy::start();
+    let broker = Broker::start_advertising(proxy.port);
+    proxy.forward_to(broker.listen_port());
+    let Setup {
+        dir,
+        broker,
+        events,
+        labels,
+        ..
+    } = setup(broker, 2, &["predictions"], 2_000, 23);
+    common::produce_lines(&broker.bootstrap, "events", &events);
+    common::produce_lines(&broker.bootstrap, "labels", &labels);
+    let config = common::worker_config(
+        dir.path(),
+        &broker.bootstrap,
+        "blackhole",
+        "predictions",
+        500,
+        "",
+    );
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("drain_timeout = \"20s\"", "drain_timeout = \"3s\"");
+    std::fs::write(&config, text).expect("config");
+    let log = dir.path().join("blackhole.log");
+    let w = WorkerProc::start(&config, &log);
+    wait_consumed(&config, events.len(), labels.len(), &w);
+    // Idle from here: the worker recommits its offsets every second (checkpoint.every).
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.set_blackhole(true);
+    std::thread::sleep(Duration::from_millis(2500));
+    let started = std::time::Instant::now();
+    let status = w.terminate(Duration::from_secs(40));
+    let took = started.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!("stop with packets dropped: {took:?}, {status:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "stopped in {took:?} (drain timeout 3 s); exit {status:?}\n{text}"
+    );
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("Offset commit not confirmed"), "{text}");
+    assert!(text.contains("Final checkpoint written"), "{text}");
 }
 
 /// Exit 0 (nothing left to flush) or 1 (drain timeout): either way it stopped by itself.

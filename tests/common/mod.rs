@@ -454,6 +454,8 @@ pub fn wait_for<T>(
 pub struct Proxy {
     pub port: u16,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections stay open but every byte is dropped (see [`Self::set_blackhole`]).
+    mute: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
     target: std::sync::Arc<std::sync::atomic::AtomicU16>,
 }
@@ -467,7 +469,8 @@ impl Proxy {
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::net::TcpStream>::new()));
         let target = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
-        let (d, c, t) = (down.clone(), conns.clone(), target.clone());
+        let mute = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, c, t, m) = (down.clone(), conns.clone(), target.clone(), mute.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -480,8 +483,15 @@ impl Proxy {
                     continue;
                 };
                 let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    let mute = m.clone();
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        use std::io::{Read, Write};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if !mute.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(std::net::Shutdown::Both);
                     });
                 };
@@ -500,6 +510,7 @@ impl Proxy {
         Self {
             port,
             down,
+            mute,
             conns,
             target,
         }
@@ -508,6 +519,13 @@ impl Proxy {
     /// Where connections go.
     pub fn forward_to(&self, port: u16) {
         self.target.store(port, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A network that drops every packet (true) or delivers them again (false): connections
+    /// stay open and new ones are accepted, but no byte gets through in either direction, so a
+    /// request waits for an answer until the client's own timeout.
+    pub fn set_blackhole(&self, on: bool) {
+        self.mute.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Cuts the network (true) or restores it (false).
