@@ -42,7 +42,13 @@ fn vectors(n: usize, dim: u32, rng: &mut Rng) -> Vec<(SparseVec, bool)> {
 }
 
 fn score_update(c: &mut Criterion) {
-    let dim = 1u32 << 20;
+    // STREAMLR_BENCH_DIM_BITS: a smaller model (e.g. 14 bits: all state in L2) separates the
+    // cost of the arithmetic from that of reaching three 8 MiB arrays.
+    let bits = std::env::var("STREAMLR_BENCH_DIM_BITS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dim = 1u32 << bits;
     let mut rng = Rng::new(1);
     let data = vectors(4096, dim, &mut rng);
     for kind in [
