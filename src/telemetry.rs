@@ -6,7 +6,7 @@
 //! Metric names live here, in [`render`], and only here. Labels stay low-cardinality (outcome,
 //! reason, feature name — never an event id).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,10 +15,42 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::drift::WindowReport;
+use crate::drift::{ColumnStats, Level, WindowReport};
 use crate::engine::{Counters, LabelCount};
 use crate::event::Reason;
 use crate::metrics::QualitySummary;
+
+/// Drift flags raised by this process: per feature and level, and the model's score per level
+/// (kept apart, so a declared feature named `score` is never counted as the score).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DriftAlerts {
+    /// By (feature, level).
+    pub features: BTreeMap<(String, &'static str), u64>,
+    /// The model's score, by level.
+    pub score: BTreeMap<&'static str, u64>,
+}
+
+impl DriftAlerts {
+    /// Counts the columns a drift window flagged; returns each with its level's name.
+    pub fn count<'r>(&mut self, r: &'r WindowReport) -> Vec<(&'r ColumnStats, &'static str)> {
+        let mut out = Vec::new();
+        for c in r.flagged() {
+            let level = if c.level == Level::Alert {
+                "alert"
+            } else {
+                "warn"
+            };
+            let n = if c.score {
+                self.score.entry(level).or_default()
+            } else {
+                self.features.entry((c.column.clone(), level)).or_default()
+            };
+            *n += 1;
+            out.push((c, level));
+        }
+        out
+    }
+}
 
 /// What the worker last published.
 #[derive(Debug, Clone, Default)]
@@ -62,8 +94,8 @@ pub struct Status {
     pub drift: Option<WindowReport>,
     /// Drift thresholds (`drift.psi_warn`, `drift.psi_alert`), for the status page.
     pub psi_levels: (f64, f64),
-    /// Drift alerts raised by this process: (feature, level, count).
-    pub drift_alerts: Vec<(String, &'static str, u64)>,
+    /// Drift flags raised by this process.
+    pub drift_alerts: DriftAlerts,
     /// Records not yet processed per assigned partition: (topic, partition, lag), from the
     /// high watermark the consumer last fetched.
     pub lag: Vec<(String, i32, i64)>,
@@ -783,13 +815,25 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         &mut o,
         "streamlr_drift_alerts_total",
         "counter",
-        "Drift flags raised by this process, per feature (or score) and level.",
+        "Drift flags raised by this process, per feature and level.",
     );
-    for (feature, level, n) in &s.drift_alerts {
+    for ((feature, level), n) in &s.drift_alerts.features {
         let _ = writeln!(
             o,
             "streamlr_drift_alerts_total{{feature=\"{}\",level=\"{level}\"}} {n}",
             esc(feature)
+        );
+    }
+    family(
+        &mut o,
+        "streamlr_score_drift_alerts_total",
+        "counter",
+        "Drift flags raised by this process on the model's score, per level.",
+    );
+    for (level, n) in &s.drift_alerts.score {
+        let _ = writeln!(
+            o,
+            "streamlr_score_drift_alerts_total{{level=\"{level}\"}} {n}"
         );
     }
     if let Some(r) = s.label_coverage() {
@@ -1014,6 +1058,45 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         assert_eq!(text.matches("streamlr_feature_psi{").count(), 1, "{text}");
+
+        // Flagged, both are counted, each in its own family.
+        let flagged = |score: bool, level: Level| ColumnStats {
+            level,
+            ..col(score, 0.5)
+        };
+        let mut alerts = DriftAlerts::default();
+        for cols in [
+            vec![flagged(false, Level::Warn), flagged(true, Level::Alert)],
+            vec![flagged(true, Level::Alert), col(false, 0.01)],
+        ] {
+            alerts.count(&WindowReport {
+                window: 2,
+                columns: cols,
+                mean_score: 0.1,
+                observed_rate: None,
+                action: "none",
+            });
+        }
+        assert_eq!(alerts.features.len(), 1);
+        assert_eq!(alerts.features[&("score".to_string(), "warn")], 1);
+        assert_eq!(alerts.score.len(), 1);
+        assert_eq!(alerts.score["alert"], 2);
+        t.publish(Status {
+            drift_alerts: alerts,
+            ..Status::default()
+        });
+        let text = t.render();
+        for line in [
+            "streamlr_drift_alerts_total{feature=\"score\",level=\"warn\"} 1",
+            "streamlr_score_drift_alerts_total{level=\"alert\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert_eq!(
+            text.matches("streamlr_drift_alerts_total{").count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]
@@ -1027,7 +1110,9 @@ mod tests {
         s.counters.labels[LabelCount::Expired as usize] = 2;
         s.counters.labels[LabelCount::Duplicate as usize] = 9; // not a closed window
         s.lag = vec![("events".into(), 3, 42)];
-        s.drift_alerts = vec![("we\"ird".into(), "alert", 2)];
+        s.drift_alerts
+            .features
+            .insert(("we\"ird".into(), "alert"), 2);
         t.publish(s);
         // 30 s, 2 h, 2.5 days.
         t.record_label_delays(&[30_000, 7_200_000, 216_000_000]);

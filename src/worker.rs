@@ -589,8 +589,8 @@ struct Worker {
     /// Offset commits by outcome: stored, failed.
     commits: [u64; 2],
     stop: Stop,
-    /// Drift flags raised by this process, by (column, level).
-    drift_alerts: BTreeMap<(String, &'static str), u64>,
+    /// Drift flags raised by this process.
+    drift_alerts: crate::telemetry::DriftAlerts,
     watermarks: Arc<Watermarks>,
     /// The last checkpoint, for `/model`.
     lineage: Option<Lineage>,
@@ -758,7 +758,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         commits_in_flight: 0,
         commits: [0; 2],
         stop: stop.clone(),
-        drift_alerts: BTreeMap::new(),
+        drift_alerts: Default::default(),
         watermarks,
         lineage,
         model_at: None,
@@ -1010,19 +1010,13 @@ impl Worker {
     /// `kafka.drift_topic` when one is set.
     fn drift_report(&mut self, r: &crate::drift::WindowReport) -> Result<(), WorkerError> {
         let model_version = self.engine.version();
-        for c in r.flagged() {
+        for (c, level) in self.drift_alerts.count(r) {
             let (psi, ks, ks_p) = (c.psi, c.ks.unwrap_or(f64::NAN), c.ks_p.unwrap_or(f64::NAN));
-            let level = if c.level == crate::drift::Level::Alert {
-                warn!(window = r.window, column = %c.column, score = c.score, psi, ks, ks_p, level = "alert", model_version, "Drift detected");
-                "alert"
+            if level == "alert" {
+                warn!(window = r.window, column = %c.column, score = c.score, psi, ks, ks_p, level, model_version, "Drift detected");
             } else {
-                info!(window = r.window, column = %c.column, score = c.score, psi, ks, ks_p, level = "warn", model_version, "Drift detected");
-                "warn"
-            };
-            *self
-                .drift_alerts
-                .entry((c.column.clone(), level))
-                .or_default() += 1;
+                info!(window = r.window, column = %c.column, score = c.score, psi, ks, ks_p, level, model_version, "Drift detected");
+            }
         }
         if r.action != "none" {
             warn!(window = r.window, action = r.action, "Drift action");
@@ -1525,11 +1519,7 @@ impl Worker {
             skipped: crate::guard::Skip::ALL.map(|why| self.engine.skipped(why)),
             drift: self.last_drift.clone(),
             psi_levels: (self.cfg.drift.psi_warn, self.cfg.drift.psi_alert),
-            drift_alerts: self
-                .drift_alerts
-                .iter()
-                .map(|((c, l), n)| (c.clone(), *l, *n))
-                .collect(),
+            drift_alerts: self.drift_alerts.clone(),
             lag: self.lag(),
             reliability: self.engine.quality().total.reliability(),
             offset_commits: self.commits,

@@ -24,7 +24,10 @@ fn exported() -> BTreeSet<String> {
     t.publish(Status {
         counters,
         lag: vec![("events".into(), 0, 5)],
-        drift_alerts: vec![("amount".into(), "warn", 1)],
+        drift_alerts: streamlr::telemetry::DriftAlerts {
+            features: [(("amount".to_string(), "warn"), 1)].into(),
+            score: [("alert", 1)].into(),
+        },
         quality: Some({
             let mut q = streamlr::metrics::Quality::new(0.5, 10);
             q.add(0.2, false);
@@ -126,6 +129,7 @@ fn every_promised_metric_is_exported_and_documented() {
         "streamlr_feature_ks",
         "streamlr_score_psi",
         "streamlr_drift_alerts_total",
+        "streamlr_score_drift_alerts_total",
         "streamlr_consumer_lag",
         "streamlr_weight_norm",
         "streamlr_label_coverage_ratio",
