@@ -201,14 +201,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
-                .build()?;
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
             let telemetry = crate::telemetry::Telemetry::new();
             if !cfg.http.listen.is_empty() {
                 let listener = std::net::TcpListener::bind(&cfg.http.listen).map_err(|e| {
                     anyhow::anyhow!("http.listen = {:?}: cannot listen: {e}", cfg.http.listen)
                 })?;
-                listener.set_nonblocking(true)?;
-                let addr = listener.local_addr()?;
+                let http =
+                    |e: std::io::Error| anyhow::anyhow!("http.listen = {:?}: {e}", cfg.http.listen);
+                listener.set_nonblocking(true).map_err(http)?;
+                let addr = listener.local_addr().map_err(http)?;
                 let t = telemetry.clone();
                 rt.spawn(async move {
                     match tokio::net::TcpListener::from_std(listener) {
