@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Broker, Msg, WorkerProc};
@@ -763,36 +763,45 @@ fn broker_outage_is_ridden_out_without_loss() {
     );
 }
 
-/// A stop requested while the broker is unreachable still ends the process within the drain
-/// timeout (exit 1 when the final cut cannot be completed; the previous cut stays valid).
-#[test]
-fn stop_during_an_outage_ends_within_the_drain_timeout() {
+/// A worker behind a proxy (for outages), drained of `count` generated events and their labels,
+/// with `checkpoint.drain_timeout = drain`: (proxy, its running process, its state directory
+/// and broker, its log file).
+fn drained_behind_a_proxy(
+    name: &str,
+    count: u64,
+    seed: u64,
+    drain: &str,
+) -> (common::Proxy, WorkerProc, Setup, PathBuf) {
     let proxy = common::Proxy::start();
     let broker = Broker::start_advertising(proxy.port);
     proxy.forward_to(broker.listen_port());
-    let Setup {
-        dir,
-        broker,
-        events,
-        labels,
-        ..
-    } = setup(broker, 2, &["predictions"], 3_000, 17);
-    common::produce_lines(&broker.bootstrap, "events", &events);
-    common::produce_lines(&broker.bootstrap, "labels", &labels);
+    let s = setup(broker, 2, &["predictions"], count, seed);
+    common::produce_lines(&s.broker.bootstrap, "events", &s.events);
+    common::produce_lines(&s.broker.bootstrap, "labels", &s.labels);
     let config = common::worker_config(
-        dir.path(),
-        &broker.bootstrap,
-        "stop",
+        s.dir.path(),
+        &s.broker.bootstrap,
+        name,
         "predictions",
         500,
         "",
     );
-    let text = std::fs::read_to_string(&config)
-        .expect("config")
-        .replace("drain_timeout = \"20s\"", "drain_timeout = \"5s\"");
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "drain_timeout = \"20s\"",
+        &format!("drain_timeout = \"{drain}\""),
+    );
     std::fs::write(&config, text).expect("config");
-    let w = WorkerProc::start(&config, &dir.path().join("stop.log"));
-    wait_consumed(&config, events.len(), labels.len(), &w);
+    let log = s.dir.path().join(format!("{name}.log"));
+    let w = WorkerProc::start(&config, &log);
+    wait_consumed(&config, s.events.len(), s.labels.len(), &w);
+    (proxy, w, s, log)
+}
+
+/// A stop requested while the broker is unreachable still ends the process within the drain
+/// timeout (exit 1 when the final cut cannot be completed; the previous cut stays valid).
+#[test]
+fn stop_during_an_outage_ends_within_the_drain_timeout() {
+    let (proxy, w, _setup, _log) = drained_behind_a_proxy("stop", 3_000, 17, "5s");
     proxy.set_down(true);
     std::thread::sleep(Duration::from_secs(3));
     let started = std::time::Instant::now();
@@ -813,33 +822,7 @@ fn stop_during_an_outage_ends_within_the_drain_timeout() {
 /// timeout, the checkpoint intact.
 #[test]
 fn a_commit_lost_in_the_network_does_not_hold_up_a_stop() {
-    let proxy = common::Proxy::start();
-    let broker = Broker::start_advertising(proxy.port);
-    proxy.forward_to(broker.listen_port());
-    let Setup {
-        dir,
-        broker,
-        events,
-        labels,
-        ..
-    } = setup(broker, 2, &["predictions"], 2_000, 23);
-    common::produce_lines(&broker.bootstrap, "events", &events);
-    common::produce_lines(&broker.bootstrap, "labels", &labels);
-    let config = common::worker_config(
-        dir.path(),
-        &broker.bootstrap,
-        "blackhole",
-        "predictions",
-        500,
-        "",
-    );
-    let text = std::fs::read_to_string(&config)
-        .expect("config")
-        .replace("drain_timeout = \"20s\"", "drain_timeout = \"3s\"");
-    std::fs::write(&config, text).expect("config");
-    let log = dir.path().join("blackhole.log");
-    let w = WorkerProc::start(&config, &log);
-    wait_consumed(&config, events.len(), labels.len(), &w);
+    let (proxy, w, _setup, log) = drained_behind_a_proxy("blackhole", 2_000, 23, "3s");
     // Idle from here: the worker recommits its offsets every second (checkpoint.every).
     std::thread::sleep(Duration::from_millis(1500));
     proxy.set_blackhole(true);
