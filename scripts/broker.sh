@@ -6,6 +6,11 @@
 #                                 # reach the broker through whatever listens on P, e.g. a proxy)
 #   scripts/broker.sh topic DIR NAME PARTITIONS
 #   scripts/broker.sh stop DIR    # stops only the broker it started (by pid)
+#   scripts/broker.sh restart DIR # stops it and starts it again on the same port and storage
+#
+# TANSU_BIN=PATH and STORAGE=URL choose another tansu build and storage engine, e.g. a tansu built
+# with `--features dynostore,libsql` and STORAGE=sqlite://DIR/tansu.db, which keeps its data
+# across a restart (scripts/broker_restart_test.sh).
 set -euo pipefail
 
 tansu_bin() {
@@ -37,43 +42,60 @@ PY
 cmd=${1:?usage: broker.sh start|stop|topic DIR ...}
 dir=${2:?usage: broker.sh start|stop|topic DIR ...}
 mkdir -p "$dir"
+# Starts the broker described by DIR/{bin,storage,listen,bootstrap} and waits for its port.
+launch() {
+  local bin storage port advertised
+  bin=$(cat "$dir/bin")
+  storage=$(cat "$dir/storage")
+  port=$(cat "$dir/listen")
+  advertised=$(cat "$dir/bootstrap")
+  # Its own session: a Ctrl-C meant for the worker in the foreground does not reach the broker,
+  # which must stay up while the worker drains. Stopped by pid (below).
+  setsid "$bin" broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://$advertised" \
+    --storage-engine "$storage" >>"$dir/broker.log" 2>&1 &
+  echo $! >"$dir/broker.pid"
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)))"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "broker did not start; log:" >&2
+  cat "$dir/broker.log" >&2
+  return 1
+}
+
+stop() {
+  if [ -f "$dir/broker.pid" ]; then
+    local pid
+    pid=$(cat "$dir/broker.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$dir/broker.pid"
+  fi
+}
+
 case "$cmd" in
   start)
-    bin=$(tansu_bin)
+    echo "${TANSU_BIN:-$(tansu_bin)}" >"$dir/bin"
+    echo "${STORAGE:-memory://tansu/}" >"$dir/storage"
     port=$(free_port)
-    url="tcp://127.0.0.1:$port"
-    advertised="127.0.0.1:${ADVERTISED_PORT:-$port}"
-    # Its own session: a Ctrl-C meant for the worker in the foreground does not reach the broker,
-    # which must stay up while the worker drains. Stopped by pid (below).
-    setsid "$bin" broker --listener-url "$url" --advertised-listener-url "tcp://$advertised" \
-      --storage-engine memory://tansu/ >"$dir/broker.log" 2>&1 &
-    echo $! >"$dir/broker.pid"
-    for _ in $(seq 1 100); do
-      if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)))"; then
-        echo "$advertised" >"$dir/bootstrap"
-        echo "$port" >"$dir/listen"
-        echo "$advertised"
-        exit 0
-      fi
-      sleep 0.1
-    done
-    echo "broker did not start; log:" >&2
-    cat "$dir/broker.log" >&2
-    exit 1
+    echo "$port" >"$dir/listen"
+    echo "127.0.0.1:${ADVERTISED_PORT:-$port}" >"$dir/bootstrap"
+    launch
+    cat "$dir/bootstrap"
+    ;;
+  restart)
+    stop
+    launch
     ;;
   topic)
     name=${3:?topic name}
     parts=${4:?partition count}
-    "$(tansu_bin)" topic create "$name" --partitions "$parts" --broker "tcp://$(cat "$dir/bootstrap")"
+    "$(cat "$dir/bin")" topic create "$name" --partitions "$parts" --broker "tcp://$(cat "$dir/bootstrap")"
     ;;
-  stop)
-    if [ -f "$dir/broker.pid" ]; then
-      pid=$(cat "$dir/broker.pid")
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$dir/broker.pid"
-    fi
-    ;;
+  stop) stop ;;
   *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

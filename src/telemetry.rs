@@ -102,8 +102,9 @@ pub struct Status {
     /// Reliability diagram of everything learned: (mean predicted, observed rate, count) per
     /// calibration bin.
     pub reliability: Vec<(f64, f64, u64)>,
-    /// Offset commits of this process by outcome: stored by the group, failed.
-    pub offset_commits: [u64; 2],
+    /// Offset commits of this process by outcome: stored by the group, failed, skipped (a newer
+    /// commit covered it, or its partitions were revoked before it was sent).
+    pub offset_commits: [u64; 3],
 }
 
 impl Status {
@@ -712,9 +713,9 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         &mut o,
         "streamlr_offset_commits_total",
         "counter",
-        "Offset commits to the consumer group by outcome (a failed one is retried by the next cut).",
+        "Offset commits to the consumer group by outcome (a failed one is retried by the next cut; a skipped one was covered by a newer commit or its partitions were revoked before it was sent).",
     );
-    for (outcome, n) in ["stored", "failed"].iter().zip(s.offset_commits) {
+    for (outcome, n) in ["stored", "failed", "skipped"].iter().zip(s.offset_commits) {
         let _ = writeln!(
             o,
             "streamlr_offset_commits_total{{outcome=\"{outcome}\"}} {n}"

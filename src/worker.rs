@@ -334,73 +334,106 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// The outcome of one offset commit.
+/// The outcome of one offset commit job.
 #[derive(Debug)]
-struct CommitReport {
-    /// The offsets committed (empty if it failed).
-    stored: Vec<PartitionOffset>,
-    /// Why it failed.
-    error: Option<String>,
+enum CommitOutcome {
+    /// The group stored these offsets.
+    Stored(Vec<PartitionOffset>),
+    /// The broker or librdkafka refused the commit.
+    Failed(String),
+    /// Not sent: a newer job covered it, or its partitions were revoked before it was sent.
+    Skipped,
+}
+
+/// One commit to send: offsets, their metadata, and the assignment generation they belong to.
+struct CommitJob {
+    offsets: Vec<PartitionOffset>,
+    tag: String,
+    generation: u64,
 }
 
 /// Commits offsets on a thread of its own, so that the loop never waits on a commit: librdkafka
-/// holds a commit request until the group coordinator is back (or `socket.timeout.ms` when the
-/// network drops packets). A synchronous commit on this thread is also the only way to learn a
-/// manual commit's outcome: librdkafka hands an asynchronous one's result only to an
-/// `offset_commit_cb`, which rdkafka's event-based consumer does not set.
+/// holds a commit request for up to `session.timeout.ms` while no group coordinator is known,
+/// and until `socket.timeout.ms` when the network drops packets. A synchronous commit on this
+/// thread is also the only way to learn a manual commit's outcome: librdkafka hands an
+/// asynchronous one's result only to an `offset_commit_cb`, which rdkafka's event-based
+/// consumer does not set.
+///
+/// Jobs queue while a commit is held; the thread then sends only the newest (newer offsets
+/// cover older ones), and none queued before the partitions were revoked
+/// ([`Self::revoked`]): those offsets could overwrite the next owner's.
 struct Committer {
-    jobs: Option<mpsc::Sender<(Vec<PartitionOffset>, String)>>,
-    reports: Arc<Mutex<VecDeque<CommitReport>>>,
+    jobs: Option<mpsc::Sender<CommitJob>>,
+    reports: Arc<Mutex<VecDeque<CommitOutcome>>>,
+    generation: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Committer {
     fn start(group: Arc<BaseConsumer<GroupContext>>, waker: Arc<Waker>) -> std::io::Result<Self> {
-        let (jobs, rx) = mpsc::channel::<(Vec<PartitionOffset>, String)>();
+        let (jobs, rx) = mpsc::channel::<CommitJob>();
         let reports = Arc::new(Mutex::new(VecDeque::new()));
-        let out = reports.clone();
+        let generation = Arc::new(AtomicU64::new(0));
+        let (out, current) = (reports.clone(), generation.clone());
+        let report = move |o: CommitOutcome| {
+            if let Ok(mut r) = out.lock() {
+                r.push_back(o);
+            }
+        };
         let thread = std::thread::Builder::new()
             .name("offset-commit".into())
             .spawn(move || {
-                for (offsets, tag) in rx {
+                while let Ok(mut job) = rx.recv() {
+                    while let Ok(newer) = rx.try_recv() {
+                        report(CommitOutcome::Skipped);
+                        job = newer;
+                    }
+                    if job.generation != current.load(Ordering::SeqCst) {
+                        report(CommitOutcome::Skipped);
+                        waker.wake();
+                        continue;
+                    }
                     let mut tpl = TopicPartitionList::new();
-                    for o in &offsets {
+                    for o in &job.offsets {
                         let mut e = tpl.add_partition(&o.topic, o.partition);
                         let _ = e.set_offset(Offset::Offset(o.offset));
-                        e.set_metadata(tag.as_str());
+                        e.set_metadata(job.tag.as_str());
                     }
-                    let report = match group.commit(&tpl, CommitMode::Sync) {
-                        Ok(()) => CommitReport {
-                            stored: offsets,
-                            error: None,
-                        },
-                        Err(e) => CommitReport {
-                            stored: Vec::new(),
-                            error: Some(e.to_string()),
-                        },
-                    };
-                    if let Ok(mut r) = out.lock() {
-                        r.push_back(report);
-                    }
+                    report(match group.commit(&tpl, CommitMode::Sync) {
+                        Ok(()) => CommitOutcome::Stored(job.offsets),
+                        Err(e) => CommitOutcome::Failed(e.to_string()),
+                    });
                     waker.wake();
                 }
             })?;
         Ok(Self {
             jobs: Some(jobs),
             reports,
+            generation,
             thread: Some(thread),
         })
     }
 
     /// Queues a commit of `offsets` with metadata `tag`; false if the thread is gone.
     fn send(&self, offsets: Vec<PartitionOffset>, tag: String) -> bool {
-        self.jobs
-            .as_ref()
-            .is_some_and(|j| j.send((offsets, tag)).is_ok())
+        let generation = self.generation.load(Ordering::SeqCst);
+        self.jobs.as_ref().is_some_and(|j| {
+            j.send(CommitJob {
+                offsets,
+                tag,
+                generation,
+            })
+            .is_ok()
+        })
     }
 
-    /// The outcomes that came back since the last call, oldest first.
-    fn take(&self) -> Vec<CommitReport> {
+    /// The partitions were revoked: jobs queued until now are not sent.
+    fn revoked(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The outcomes that came back since the last call, oldest first (one per job).
+    fn take(&self) -> Vec<CommitOutcome> {
         match self.reports.lock() {
             Ok(mut r) => r.drain(..).collect(),
             Err(_) => Vec::new(),
@@ -584,10 +617,12 @@ struct Worker {
     /// A cut whose store commit runs on the commit thread.
     pending_cut: Option<PendingCut>,
     committer: Committer,
+    /// When the drain after a stop request must end.
+    drain_deadline: Option<Instant>,
     /// Offset commits sent whose outcome has not come back yet.
     commits_in_flight: usize,
-    /// Offset commits by outcome: stored, failed.
-    commits: [u64; 2],
+    /// Offset commit jobs by outcome: stored, failed, skipped.
+    commits: [u64; 3],
     stop: Stop,
     /// Drift flags raised by this process.
     drift_alerts: crate::telemetry::DriftAlerts,
@@ -755,8 +790,9 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         cut_pause_seconds: 0.0,
         pending_cut: None,
         committer,
+        drain_deadline: None,
         commits_in_flight: 0,
-        commits: [0; 2],
+        commits: [0; 3],
         stop: stop.clone(),
         drift_alerts: Default::default(),
         watermarks,
@@ -773,7 +809,50 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     // consumer would wait for it forever: give everything up explicitly.
     let _ = worker.group.unassign();
     let _ = worker.labels.unassign();
+    let deadline = worker
+        .drain_deadline
+        .unwrap_or_else(|| Instant::now() + worker.cfg.checkpoint.drain_timeout.0);
+    let Worker {
+        group,
+        labels,
+        event_queues,
+        label_queues,
+        producer,
+        ..
+    } = worker;
+    close_clients(
+        (group, labels, event_queues, label_queues, producer),
+        deadline,
+    );
     result
+}
+
+/// Drops the Kafka clients on a thread of their own and waits for them until `deadline` (at
+/// least a second): closing the group consumer sends LeaveGroup and waits for the answer, which a
+/// network that drops packets never gives. Past the deadline the process goes on without it,
+/// and the group reassigns the partitions after `session.timeout.ms`.
+fn close_clients<T: Send + 'static>(clients: T, deadline: Instant) {
+    let (done, closed) = mpsc::channel();
+    let closing = std::thread::Builder::new()
+        .name("close-clients".into())
+        .spawn(move || {
+            drop(clients);
+            let _ = done.send(());
+        });
+    if closing.is_err() {
+        warn!("Cannot start a thread to close the Kafka clients; leaving without closing them");
+        return;
+    }
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    if closed.recv_timeout(wait).is_err() {
+        warn!(
+            waited_ms = wait.as_millis() as u64,
+            "Leaving the group did not finish in time; exiting without it (the group reassigns \
+             the partitions after session.timeout.ms)"
+        );
+    }
 }
 
 /// Waits until the topics exist (retrying while the broker is unreachable); `None` if a stop
@@ -871,6 +950,7 @@ impl Worker {
         }
         info!("Stop requested: draining");
         let deadline = Instant::now() + self.cfg.checkpoint.drain_timeout.0;
+        self.drain_deadline = Some(deadline);
         if self.dirty {
             self.cut(Some(deadline))?;
         } else if self.pending_cut.is_some() {
@@ -1241,17 +1321,18 @@ impl Worker {
     fn serve_commits(&mut self) {
         for r in self.committer.take() {
             self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
-            match r.error {
-                None => {
+            match r {
+                CommitOutcome::Stored(offsets) => {
                     self.commits[0] += 1;
-                    if let Err(e) = self.state.record_commit(r.stored) {
+                    if let Err(e) = self.state.record_commit(offsets) {
                         warn!(error = %e, "Cannot record the committed offsets");
                     }
                 }
-                Some(e) => {
+                CommitOutcome::Failed(e) => {
                     self.commits[1] += 1;
                     warn!(error = %e, "Offset commit failed; the next checkpoint retries it");
                 }
+                CommitOutcome::Skipped => self.commits[2] += 1,
             }
         }
     }
@@ -1260,7 +1341,12 @@ impl Worker {
     /// request meanwhile bounds the wait by the drain timeout).
     fn await_commits(&mut self, mut deadline: Instant) {
         let mut stop_seen = false;
+        let mut published = Instant::now();
         loop {
+            if published.elapsed() >= TICK {
+                published = Instant::now();
+                self.publish();
+            }
             self.serve_commits();
             if self.commits_in_flight == 0 {
                 return;
@@ -1272,8 +1358,9 @@ impl Worker {
             if Instant::now() >= deadline {
                 warn!(
                     in_flight = self.commits_in_flight,
-                    "Offset commit not confirmed in time; going on (a partition's next owner may \
-                     start at the previous commit and score its events again)"
+                    "Offset commit not confirmed in time; going on (if it never lands, a \
+                     partition's next owner starts at the previous commit and scores the events \
+                     since then again)"
                 );
                 return;
             }
@@ -1310,6 +1397,8 @@ impl Worker {
             // The next owner starts at the committed offsets: they must be stored first.
             self.await_commits(Instant::now() + self.cfg.kafka.request_timeout.0);
         }
+        // Commits still queued carry offsets of partitions about to be someone else's.
+        self.committer.revoked();
         for p in std::mem::take(&mut self.assigned) {
             self.engine.remove_shard(p);
             for side in [Side::Event, Side::Label] {

@@ -764,13 +764,14 @@ fn broker_outage_is_ridden_out_without_loss() {
 }
 
 /// A worker behind a proxy (for outages), drained of `count` generated events and their labels,
-/// with `checkpoint.drain_timeout = drain`: (proxy, its running process, its state directory
-/// and broker, its log file).
+/// with `checkpoint.drain_timeout = drain` and `session.timeout.ms = session_ms`: (proxy, its
+/// running process, its state directory and broker, its log file).
 fn drained_behind_a_proxy(
     name: &str,
     count: u64,
     seed: u64,
     drain: &str,
+    session_ms: u32,
 ) -> (common::Proxy, WorkerProc, Setup, PathBuf) {
     let proxy = common::Proxy::start();
     let broker = Broker::start_advertising(proxy.port);
@@ -786,10 +787,16 @@ fn drained_behind_a_proxy(
         500,
         "",
     );
-    let text = std::fs::read_to_string(&config).expect("config").replace(
-        "drain_timeout = \"20s\"",
-        &format!("drain_timeout = \"{drain}\""),
-    );
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(
+            "drain_timeout = \"20s\"",
+            &format!("drain_timeout = \"{drain}\""),
+        )
+        .replace(
+            "\"session.timeout.ms\" = \"2000\"",
+            &format!("\"session.timeout.ms\" = \"{session_ms}\""),
+        );
     std::fs::write(&config, text).expect("config");
     let log = s.dir.path().join(format!("{name}.log"));
     let w = WorkerProc::start(&config, &log);
@@ -801,7 +808,7 @@ fn drained_behind_a_proxy(
 /// timeout (exit 1 when the final cut cannot be completed; the previous cut stays valid).
 #[test]
 fn stop_during_an_outage_ends_within_the_drain_timeout() {
-    let (proxy, w, _setup, _log) = drained_behind_a_proxy("stop", 3_000, 17, "5s");
+    let (proxy, w, _setup, _log) = drained_behind_a_proxy("stop", 3_000, 17, "5s", 2_000);
     proxy.set_down(true);
     std::thread::sleep(Duration::from_secs(3));
     let started = std::time::Instant::now();
@@ -819,10 +826,11 @@ fn stop_during_an_outage_ends_within_the_drain_timeout() {
 /// A network that silently drops packets holds every request until librdkafka's
 /// `socket.timeout.ms` (60 s): the offset commit the idle worker sends every `checkpoint.every`
 /// must not hold up the loop that long. A stop requested then ends the process within the drain
-/// timeout, the checkpoint intact.
+/// timeout (the final commit is given up), the checkpoint intact. The session timeout (10 s)
+/// outlasts the blackhole and the drain, so the worker still holds its partitions when it stops.
 #[test]
 fn a_commit_lost_in_the_network_does_not_hold_up_a_stop() {
-    let (proxy, w, _setup, log) = drained_behind_a_proxy("blackhole", 2_000, 23, "3s");
+    let (proxy, w, _setup, log) = drained_behind_a_proxy("blackhole", 2_000, 23, "3s", 10_000);
     // Idle from here: the worker recommits its offsets every second (checkpoint.every).
     std::thread::sleep(Duration::from_millis(1500));
     proxy.set_blackhole(true);
@@ -837,8 +845,87 @@ fn a_commit_lost_in_the_network_does_not_hold_up_a_stop() {
         "stopped in {took:?} (drain timeout 3 s); exit {status:?}\n{text}"
     );
     assert_eq!(status.code(), Some(0), "{text}");
+    assert!(!text.contains("Assignment lost"), "{text}");
     assert!(text.contains("Offset commit not confirmed"), "{text}");
     assert!(text.contains("Final checkpoint written"), "{text}");
+}
+
+/// The broker itself restarts mid-stream — connections drop, the group coordinator and every
+/// partition come back from the broker's storage — and later the worker restarts too, resuming
+/// from the offsets the broker kept. The end is replay's: every event predicted, every label
+/// applied once. Needs a tansu built with SQLite storage (the packaged one keeps everything in
+/// memory): `scripts/broker_restart_test.sh` builds it and runs this test.
+#[test]
+#[ignore = "needs a tansu with SQLite storage: scripts/broker_restart_test.sh"]
+fn a_broker_restart_loses_nothing() {
+    let bin = std::env::var("STREAMLR_TANSU_PERSISTENT")
+        .expect("STREAMLR_TANSU_PERSISTENT: a tansu built with --features dynostore,libsql");
+    let Setup {
+        dir,
+        broker,
+        stream,
+        events,
+        labels,
+    } = setup(
+        Broker::start_persistent(&bin),
+        2,
+        &["predictions"],
+        6_000,
+        29,
+    );
+    let config = common::worker_config(
+        dir.path(),
+        &broker.bootstrap,
+        "restart",
+        "predictions",
+        500,
+        "",
+    );
+    let (want, want_ids) = reference(&config, &stream, dir.path());
+    let half = events.len() / 2;
+    common::produce_lines(&broker.bootstrap, "events", &events[..half]);
+    let w = WorkerProc::start(&config, &dir.path().join("restart-1.log"));
+    common::read_topic(&broker.bootstrap, "predictions", 2, LONG, |m| {
+        m.len() >= 500
+    });
+    broker.restart();
+    common::produce_lines(&broker.bootstrap, "events", &events[half..]);
+    common::produce_lines(&broker.bootstrap, "labels", &labels[..labels.len() / 2]);
+    common::read_topic(&broker.bootstrap, "predictions", 2, LONG, |m| {
+        m.len() >= events.len() * 3 / 4
+    });
+    let log1 = w.log_text();
+    assert!(w.terminate(Duration::from_secs(30)).success(), "{log1}");
+    // The restart reached the worker: librdkafka logged its connections failing.
+    assert!(log1.contains("librdkafka: FAIL"), "{log1}");
+    common::produce_lines(&broker.bootstrap, "labels", &labels[labels.len() / 2..]);
+    let w = WorkerProc::start(&config, &dir.path().join("restart-2.log"));
+    let show = wait_consumed(&config, events.len(), labels.len(), &w);
+    let log2 = w.log_text();
+    assert!(w.terminate(Duration::from_secs(30)).success(), "{log2}");
+    assert!(
+        log2.contains("Resuming from checkpoint"),
+        "the second run resumes:\n{log2}"
+    );
+    let preds = read_predicted(&broker.bootstrap, "predictions", 2, want_ids.len());
+    let got: HashSet<String> = ids(&preds).into_iter().collect();
+    assert_eq!(got, want_ids, "every event predicted, nothing else");
+    assert_eq!(
+        show["counters"]["updates"].as_u64(),
+        Some(want.updates.applied),
+        "every label applied once; logs:\n{log1}\n{log2}"
+    );
+    assert_eq!(
+        show["counters"]["events_scored"].as_u64(),
+        Some(want.events.scored),
+        "every event scored once into the model's counters"
+    );
+    eprintln!(
+        "broker restart: {} predictions for {} events ({} duplicates)",
+        preds.len(),
+        want_ids.len(),
+        preds.len() - want_ids.len()
+    );
 }
 
 /// Exit 0 (nothing left to flush) or 1 (drain timeout): either way it stopped by itself.

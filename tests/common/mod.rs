@@ -119,8 +119,31 @@ impl Broker {
         Self::start_with(&[("ADVERTISED_PORT", port.to_string())])
     }
 
-    fn start_with(env: &[(&str, String)]) -> Self {
+    /// Starts `tansu` at `bin`, built with SQLite storage, keeping its data in its directory's
+    /// `tansu.db` across [`Self::restart`].
+    pub fn start_persistent(bin: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        // tansu reads `sqlite://` + a path relative to its working directory: an absolute one
+        // keeps its leading slash.
+        let storage = format!("sqlite:///{}", dir.path().join("tansu.db").display());
+        Self::start_in(dir, &[("TANSU_BIN", bin.to_string()), ("STORAGE", storage)])
+    }
+
+    /// Stops the broker (by pid) and starts it again on the same port and storage.
+    pub fn restart(&self) {
+        let out = broker_script("restart", self.dir.path(), &[]).expect("broker.sh restart");
+        assert!(
+            out.status.success(),
+            "broker did not restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start_with(env: &[(&str, String)]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), env)
+    }
+
+    fn start_in(dir: tempfile::TempDir, env: &[(&str, String)]) -> Self {
         let out = broker_script_env("start", dir.path(), &[], env).expect("broker.sh start");
         assert!(
             out.status.success(),
@@ -523,9 +546,15 @@ impl Proxy {
 
     /// A network that drops every packet (true) or delivers them again (false): connections
     /// stay open and new ones are accepted, but no byte gets through in either direction, so a
-    /// request waits for an answer until the client's own timeout.
+    /// request waits for an answer until the client's own timeout. Turning it off closes the
+    /// connections that lost bytes (their Kafka framing is broken): clients reconnect.
     pub fn set_blackhole(&self, on: bool) {
         self.mute.store(on, std::sync::atomic::Ordering::SeqCst);
+        if !on && let Ok(mut all) = self.conns.lock() {
+            for s in all.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 
     /// Cuts the network (true) or restores it (false).
