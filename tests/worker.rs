@@ -907,21 +907,39 @@ fn a_broker_restart_loses_nothing() {
         log2.contains("Resuming from checkpoint"),
         "the second run resumes:\n{log2}"
     );
-    let preds = read_predicted(&broker.bootstrap, "predictions", 2, want_ids.len());
-    let got: HashSet<String> = ids(&preds).into_iter().collect();
-    assert_eq!(got, want_ids, "every event predicted, nothing else");
-    assert_eq!(
-        show["counters"]["updates"].as_u64(),
-        Some(want.updates.applied),
-        "every label applied once; logs:\n{log1}\n{log2}"
-    );
     assert_eq!(
         show["counters"]["events_scored"].as_u64(),
         Some(want.events.scored),
         "every event scored once into the model's counters"
     );
+    ends_like_replay(
+        "broker restart",
+        &broker.bootstrap,
+        (&want, &want_ids),
+        &show,
+        &format!("{log1}\n{log2}"),
+    );
+}
+
+/// The end a fault test checks: every event predicted and nothing else (duplicates allowed,
+/// printed under `what`), every label applied once — as in replay (`want`).
+fn ends_like_replay(
+    what: &str,
+    bootstrap: &str,
+    (want, want_ids): (&streamlr::replay::Report, &HashSet<String>),
+    show: &serde_json::Value,
+    log: &str,
+) {
+    let preds = read_predicted(bootstrap, "predictions", 2, want_ids.len());
+    let got: HashSet<String> = ids(&preds).into_iter().collect();
+    assert_eq!(&got, want_ids, "every event predicted, nothing else");
+    assert_eq!(
+        show["counters"]["updates"].as_u64(),
+        Some(want.updates.applied),
+        "every label applied once; log:\n{log}"
+    );
     eprintln!(
-        "broker restart: {} predictions for {} events ({} duplicates)",
+        "{what}: {} predictions for {} events ({} duplicates)",
         preds.len(),
         want_ids.len(),
         preds.len() - want_ids.len()
@@ -1141,19 +1159,12 @@ fn injected_broker_errors_and_leader_moves_lose_nothing() {
     ] {
         assert!(log.contains(seen), "{seen:?} not in the log:\n{log}");
     }
-    let preds = read_predicted(&bootstrap, "predictions", 2, want_ids.len());
-    let got: HashSet<String> = ids(&preds).into_iter().collect();
-    assert_eq!(got, want_ids, "every event predicted, nothing else");
-    assert_eq!(
-        show["counters"]["updates"].as_u64(),
-        Some(want.updates.applied),
-        "every label applied once; log:\n{log}"
-    );
-    eprintln!(
-        "mock cluster faults: {} predictions for {} events ({} duplicates)",
-        preds.len(),
-        want_ids.len(),
-        preds.len() - want_ids.len()
+    ends_like_replay(
+        "mock cluster faults",
+        &bootstrap,
+        (&want, &want_ids),
+        &show,
+        &log,
     );
 }
 
