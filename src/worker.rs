@@ -1767,4 +1767,108 @@ mod tests {
         }
         assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
     }
+
+    /// Waits until the committer has reported `n` outcomes (20 s at most).
+    fn reports(c: &Committer, n: usize) -> Vec<CommitOutcome> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            got.extend(c.take());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        got
+    }
+
+    fn committed(group: &BaseConsumer<GroupContext>) -> Option<i64> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("t", 0);
+        let got = group
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        match got.find_partition("t", 0).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// librdkafka's mock cluster, its coordinator slowed down so that a commit is held while
+    /// others queue behind it: of the queued jobs only the newest is sent, and none at all once
+    /// the partitions were revoked — the group never stores offsets queued before a revoke.
+    #[test]
+    fn committer_sends_neither_superseded_nor_revoked_commits() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t", 1, 1).expect("topic");
+        let waker = Arc::new(Waker::default());
+        let group: BaseConsumer<GroupContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "g")
+            .set("enable.auto.commit", "false")
+            .create_with_context(GroupContext {
+                health: Arc::default(),
+                watermarks: Arc::default(),
+                pending: Mutex::new(VecDeque::new()),
+                closing: AtomicBool::new(false),
+                waker: waker.clone(),
+            })
+            .expect("consumer");
+        let group = Arc::new(group);
+        let mut c = Committer::start(group.clone(), waker).expect("committer");
+        let at = |offset| {
+            vec![PartitionOffset {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+            }]
+        };
+        assert!(c.send(at(1), "tag".into()));
+        let first = reports(&c, 1);
+        assert!(
+            matches!(first.as_slice(), [CommitOutcome::Stored(o)] if o[0].offset == 1),
+            "{first:?}"
+        );
+        assert_eq!(committed(&group), Some(1));
+
+        // Job 2 is held by the slow coordinator; 3 and 4 queue; then the partitions go.
+        cluster
+            .broker_round_trip_time(1, Duration::from_millis(1000))
+            .expect("rtt");
+        assert!(c.send(at(2), "tag".into()));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(c.send(at(3), "tag".into()));
+        assert!(c.send(at(4), "tag".into()));
+        c.revoked();
+        let held = reports(&c, 3);
+        assert_eq!(held.len(), 3, "one outcome per job: {held:?}");
+        let stored: Vec<i64> = held
+            .iter()
+            .filter_map(|o| match o {
+                CommitOutcome::Stored(o) => Some(o[0].offset),
+                _ => None,
+            })
+            .collect();
+        assert!(stored.iter().all(|&o| o == 2), "{held:?}");
+        let skipped = held
+            .iter()
+            .filter(|o| matches!(o, CommitOutcome::Skipped))
+            .count();
+        assert!(
+            skipped >= 2,
+            "3 (superseded) and 4 (revoked) are skipped: {held:?}"
+        );
+        cluster
+            .broker_round_trip_time(1, Duration::ZERO)
+            .expect("rtt");
+        let after_revoke = committed(&group);
+        assert!(matches!(after_revoke, Some(1 | 2)), "{after_revoke:?}");
+
+        // Jobs of the new generation are sent.
+        assert!(c.send(at(5), "tag".into()));
+        let last = reports(&c, 1);
+        assert!(
+            matches!(last.as_slice(), [CommitOutcome::Stored(o)] if o[0].offset == 5),
+            "{last:?}"
+        );
+        assert_eq!(committed(&group), Some(5));
+        c.close(true);
+    }
 }
