@@ -24,20 +24,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-bootstrap=$(scripts/broker.sh start "$out/broker")
-for t in events:3 labels:3 predictions:3 dead-letter:1; do
-  scripts/broker.sh topic "$out/broker" "${t%%:*}" "${t##*:}" >/dev/null
-done
+source scripts/local_stack.sh
+bootstrap=$(local_broker "$out")
 echo "broker on $bootstrap; topics events, labels (3 partitions each), predictions, dead-letter"
-
-# The shipped example, pointed at this broker and state directory. The local broker joins a group
-# much faster with short session timeouts (fine on loopback; production Kafka needs >= 6 s).
-sed -e "s|^brokers = .*|brokers = \"$bootstrap\"|" \
-    -e "s|^dir = \"state\"|dir = \"$out/state\"|" \
-    -e '/^\[kafka.consumer\]/a "session.timeout.ms" = "2000"' \
-    -e '/^\[kafka.consumer\]/a "heartbeat.interval.ms" = "300"' \
-    configs/streamlr.toml >"$out/streamlr.toml"
-rm -rf "$out/state"
+# The shipped example, pointed at this broker and state directory.
+local_config "$out" "$bootstrap"
 
 # 2000 events/s of wall-clock time; labels 5 s to 2 min after their event; drift at event 600k.
 "$bin" simulate --brokers "$bootstrap" --pace --rate 2000 --count 2000000 --drift-at 600000 \

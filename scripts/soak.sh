@@ -29,17 +29,9 @@ cleanup() {
   scripts/broker.sh stop "$out/broker"
 }
 trap cleanup EXIT
-bootstrap=$(scripts/broker.sh start "$out/broker")
-for t in events:3 labels:3 predictions:3 dead-letter:1; do
-  scripts/broker.sh topic "$out/broker" "${t%%:*}" "${t##*:}" >/dev/null
-done
-sed -e "s|^brokers = .*|brokers = \"$bootstrap\"|" \
-    -e "s|^dir = \"state\"|dir = \"$out/state\"|" \
-    -e "s|^listen = .*|listen = \"127.0.0.1:0\"|" \
-    -e '/^\[kafka.consumer\]/a "session.timeout.ms" = "2000"' \
-    -e '/^\[kafka.consumer\]/a "heartbeat.interval.ms" = "300"' \
-    configs/streamlr.toml >"$out/streamlr.toml"
-rm -rf "$out/state"
+source scripts/local_stack.sh
+bootstrap=$(local_broker "$out")
+local_config "$out" "$bootstrap" -e "s|^listen = .*|listen = \"127.0.0.1:0\"|"
 count=$((rate * 60 * (minutes + 5)))
 "$bin" simulate --brokers "$bootstrap" --pace --rate "$rate" --count "$count" \
   --label-delay-min "${LABEL_DELAY_MIN:-5s}" --label-delay-max "${LABEL_DELAY_MAX:-2m}" \
