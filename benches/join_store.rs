@@ -1,8 +1,11 @@
 //! Join store figures (a plain main, not criterion: the interesting runs take tens of seconds).
 //!
-//! Run: `cargo bench --bench join_store` (env `STREAMLR_BENCH_PENDING`, default 10 000 000).
+//! Run: `cargo bench --bench join_store` (env `STREAMLR_BENCH_PAIRS`, default 1 000 000, and
+//! `STREAMLR_BENCH_PENDING`, default 10 000 000).
 //! Prints: insert + take pairs/s with 30-feature entries; peak RSS and on-disk bytes per entry
-//! with N pending entries; expiry sweep time per 1M entries.
+//! with N pending entries; expiry sweep time per 1M entries; and the process's RSS after every
+//! million entries in both runs (`rss:` lines), which shows whether memory grows with what the
+//! store holds on disk.
 
 use std::time::Instant;
 
@@ -50,6 +53,37 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Collects VmRSS after every million entries and prints them as one line.
+#[derive(Default)]
+struct RssCurve(Vec<(u64, f64)>);
+
+impl RssCurve {
+    fn sample(&mut self, done: u64) {
+        if done.is_multiple_of(1_000_000) {
+            self.0.push((done / 1_000_000, rss_mib()));
+        }
+    }
+
+    fn print(&self, what: &str) {
+        let points: Vec<String> = self
+            .0
+            .iter()
+            .map(|(m, mib)| format!("{m}M {mib:.0}"))
+            .collect();
+        println!("rss: {what}: MiB after N entries: {}", points.join(", "));
+    }
+}
+
 fn commit(store: &JoinStore, j: &mut Joiner<DiskShard>, tag: u64) {
     let state = j.state().clone();
     if let Err(e) = store.commit(tag, &mut [(j.backend_mut(), &state)]) {
@@ -75,8 +109,13 @@ fn main() {
 
     // 1. Insert + take: N events then their labels, committing every 100k operations; without
     //    and with the undo log (rollback to the previous cut).
+    let pairs: u64 = std::env::var("STREAMLR_BENCH_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     for keep in [0, 1] {
-        let n = 1_000_000u64;
+        let n = pairs;
+        let mut curve = RssCurve::default();
         let dir = tempfile::tempdir().expect("tempdir");
         let store = JoinStore::open(dir.path(), 64 << 20, keep).expect("open");
         let (shard, _) = store.shard(0).expect("shard");
@@ -93,6 +132,7 @@ fn main() {
                 commit(&store, &mut j, i);
                 in_commit += c.elapsed().as_secs_f64();
             }
+            curve.sample(i + 1);
             // The label of an event ~50k events earlier.
             if i >= 50_000 {
                 let id = format!("tx-{}", i - 50_000);
@@ -111,6 +151,9 @@ fn main() {
             "insert+take (undo log for {keep} cut): {n} entries (30 features), {:.0} pairs/s ({secs:.2} s, {in_commit:.2} s in commits)",
             n as f64 / secs
         );
+        curve.print(&format!(
+            "insert+take, undo log for {keep} cut (each entry held after its label: 7-day window)"
+        ));
     }
 
     // 2. N pending entries: RSS and bytes on disk; then an expiry sweep of the first 1M.
@@ -120,6 +163,7 @@ fn main() {
     let store = JoinStore::open(dir.path(), 64 << 20, 0).expect("open");
     let (shard, _) = store.shard(0).expect("shard");
     let mut j = Joiner::new(&cfg, shard);
+    let mut curve = RssCurve::default();
     let t = Instant::now();
     for i in 0..pending {
         let ts = 1_700_000_000_000 + i as i64;
@@ -127,8 +171,10 @@ fn main() {
         if (i + 1) % COMMIT_EVERY == 0 {
             commit(&store, &mut j, i);
         }
+        curve.sample(i + 1);
     }
     commit(&store, &mut j, pending);
+    curve.print("pending entries");
     let secs = t.elapsed().as_secs_f64();
     std::thread::sleep(std::time::Duration::from_secs(2)); // let flushes settle before measuring
     let disk = store.disk_space();
