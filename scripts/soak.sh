@@ -10,7 +10,8 @@
 # (default 5s..2m, so the join window holds about RATE x the mean delay), runs the worker on the
 # shipped config (HTTP on a free loopback port), and every 30 s prints and appends to
 # OUT/soak.csv: minutes, VmRSS and VmHWM (MiB), events scored, labels joined, join entries. Stops
-# the worker (SIGTERM), the generator and the broker by their pids at the end.
+# the worker (SIGTERM), the generator and the broker by their pids at the end. SESSION_TIMEOUT_MS /
+# HEARTBEAT_MS set the consumer session (default 2000 / 300 ms, as the quick start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-10}

@@ -1,10 +1,10 @@
 //! The disk-backed join store: [`JoinBackend`] on fjall, an embedded LSM key-value engine.
 //!
-//! Layout (one fjall keyspace, three partitions, every key prefixed by the 4-byte big-endian
-//! shard number — one shard per Kafka partition, so a partition can be dropped or restored on its
-//! own):
+//! Layout (one fjall database, three keyspaces and an undo log, every key prefixed by the 4-byte
+//! big-endian shard number — one shard per Kafka partition, so a partition can be dropped or
+//! restored on its own):
 //!
-//! | partition | key | value |
+//! | keyspace | key | value |
 //! |---|---|---|
 //! | `entries` | shard ++ id | the slot (postcard): pending entry, or a joined / expired tombstone |
 //! | `by_time` | shard ++ be64(event time, sign-flipped) ++ id | empty: the expiry index |
@@ -18,7 +18,9 @@
 //! [`JoinStore::begin_commit`] writes the batch on a thread of its own: the overlay is frozen
 //! (reads see it, between a fresh overlay and the disk) until [`InFlight::finish`]. The
 //! overlay's size is bounded by how often cuts are taken; fjall's block cache
-//! (`join.cache_bytes`) bounds the rest of the memory.
+//! (`join.cache_bytes`) bounds the rest of the memory: only the newest levels' filter and index
+//! blocks are pinned in memory, the deeper levels' are read through the cache, so memory does not
+//! grow with the number of entries held (see [`keyspace_options`]).
 //!
 //! **Errors** are fail-stop: an I/O error poisons the shard, its reads then return nothing, and
 //! the next [`JoinStore::commit`] fails, so nothing computed after the error becomes durable.
@@ -27,9 +29,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use fjall::config::{CompressionPolicy, FilterPolicy};
 use fjall::{
-    CompressionType, Config as FjallConfig, Keyspace, PartitionCreateOptions, PartitionHandle,
-    PersistMode,
+    CompressionType, Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode,
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,15 +81,15 @@ pub struct Cut {
     pub tag: u64,
 }
 
-/// The store: one fjall keyspace shared by all shards.
+/// The store: one fjall database shared by all shards.
 #[derive(Clone)]
 pub struct JoinStore {
-    keyspace: Keyspace,
-    entries: PartitionHandle,
-    by_time: PartitionHandle,
-    meta: PartitionHandle,
+    db: Database,
+    entries: Keyspace,
+    by_time: Keyspace,
+    meta: Keyspace,
     /// The undo log (only with `keep_cuts > 0`).
-    undo: Option<PartitionHandle>,
+    undo: Option<Keyspace>,
     keep_cuts: u64,
 }
 
@@ -104,23 +106,17 @@ struct UndoRecord {
 /// per key, which the LSM's memtable insert cost is proportional to).
 const UNDO_CHUNK_BYTES: usize = 256 << 10;
 
-/// The last byte of a chunk's undo key (17 bytes: seq, shard, chunk number, this). Keys of 16
-/// bytes hold a single [`UndoRecord`] (stores written before chunks), still read by a rollback.
+/// The last byte of a chunk's undo key (17 bytes: seq, shard, chunk number, this).
 const UNDO_CHUNKED: u8 = 1;
 
 /// The before-images one undo-log value holds.
-fn decode_undo(key: &[u8], value: &[u8]) -> Result<Vec<UndoRecord>, StoreError> {
-    let bad = |e: postcard::Error| StoreError::Decode(e.to_string());
-    if key.len() == 17 && key[16] == UNDO_CHUNKED {
-        postcard::from_bytes(value).map_err(bad)
-    } else {
-        Ok(vec![postcard::from_bytes(value).map_err(bad)?])
-    }
+fn decode_undo(value: &[u8]) -> Result<Vec<UndoRecord>, StoreError> {
+    postcard::from_bytes(value).map_err(|e| StoreError::Decode(e.to_string()))
 }
 
 /// Collects a cut's before-images and writes them to the undo log in chunks.
 struct UndoWriter<'a> {
-    log: Option<&'a PartitionHandle>,
+    log: Option<&'a Keyspace>,
     seq: u64,
     shard: u32,
     chunk: u32,
@@ -132,7 +128,7 @@ impl UndoWriter<'_> {
     /// Records what `key` of `part` held before this cut (only with an undo log).
     fn push(
         &mut self,
-        batch: &mut fjall::Batch,
+        batch: &mut OwnedWriteBatch,
         shard: u32,
         part: u8,
         key: &[u8],
@@ -157,7 +153,7 @@ impl UndoWriter<'_> {
     }
 
     /// Writes the collected before-images as one chunk.
-    fn flush(&mut self, batch: &mut fjall::Batch) {
+    fn flush(&mut self, batch: &mut OwnedWriteBatch) {
         let Some(log) = self.log else { return };
         if self.records.is_empty() {
             return;
@@ -244,26 +240,29 @@ impl JoinStore {
     /// undo log of the last `keep_cuts` cuts so it can roll back that far (0: no undo log, no
     /// rollback, and commits write half as much).
     pub fn open(dir: &Path, cache_bytes: u64, keep_cuts: u64) -> Result<Self, StoreError> {
-        let keyspace = FjallConfig::new(dir)
+        let db = Database::builder(dir)
             .cache_size(cache_bytes)
             .manual_journal_persist(true)
-            .open()?;
-        let opts = || {
-            PartitionCreateOptions::default()
-                .manual_journal_persist(true)
-                .compression(CompressionType::Lz4)
-                .max_memtable_size(8 << 20)
-        };
-        let entries = keyspace.open_partition("entries", opts())?;
-        let by_time = keyspace.open_partition("by_time", opts())?;
-        let meta = keyspace.open_partition("meta", opts())?;
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::InvalidVersion(v) => StoreError::Engine(format!(
+                    "{}: written in another on-disk format ({v:?}; this streamlr reads fjall's \
+                     V3, earlier releases wrote V2): move the state directory away to start \
+                     with an empty store",
+                    dir.display()
+                )),
+                e => e.into(),
+            })?;
+        let entries = db.keyspace("entries", || keyspace_options(true))?;
+        let by_time = db.keyspace("by_time", || keyspace_options(false))?;
+        let meta = db.keyspace("meta", || keyspace_options(true))?;
         let undo = if keep_cuts > 0 {
-            Some(keyspace.open_partition("undo", opts())?)
+            Some(db.keyspace("undo", || keyspace_options(false))?)
         } else {
             None
         };
         Ok(Self {
-            keyspace,
+            db,
             entries,
             by_time,
             meta,
@@ -402,7 +401,7 @@ impl JoinStore {
             seq: self.last_cut()?.map_or(1, |c| c.seq + 1),
             tag,
         };
-        let mut batch = self.keyspace.batch();
+        let mut batch = self.db.batch();
         let keep = self.undo.is_some();
         let mut undo = UndoWriter {
             log: self.undo.as_ref(),
@@ -466,12 +465,11 @@ impl JoinStore {
             && cut.seq > self.keep_cuts
         {
             for kv in log.prefix((cut.seq - self.keep_cuts).to_be_bytes()) {
-                let (k, _) = kv?;
-                batch.remove(log, k);
+                batch.remove(log, kv.key()?);
             }
         }
         batch.commit()?;
-        self.keyspace.persist(PersistMode::SyncAll)?;
+        self.db.persist(PersistMode::SyncAll)?;
         Ok(cut)
     }
 
@@ -485,9 +483,9 @@ impl JoinStore {
             ));
         };
         // The undo log covers the cuts from the oldest one it holds to `current`, contiguously.
-        let oldest = match log.iter().next() {
+        let oldest = match log.first_key_value() {
             Some(kv) => {
-                let (k, _) = kv?;
+                let k = kv.key()?;
                 k.get(..8)
                     .and_then(|b| b.try_into().ok())
                     .map_or(current + 1, u64::from_be_bytes)
@@ -502,11 +500,11 @@ impl JoinStore {
         }
         // Newest cut first, so each key ends at its before-image of the oldest undone cut.
         let mut images: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
-        let mut batch = self.keyspace.batch();
+        let mut batch = self.db.batch();
         for undone in (seq + 1..=current).rev() {
             for kv in log.prefix(undone.to_be_bytes()) {
-                let (k, v) = kv?;
-                for rec in decode_undo(&k, &v)? {
+                let (k, v) = kv.into_inner()?;
+                for rec in decode_undo(&v)? {
                     images.insert((rec.part, rec.key), rec.before);
                 }
                 batch.remove(log, k);
@@ -524,37 +522,55 @@ impl JoinStore {
             }
         }
         batch.commit()?;
-        self.keyspace.persist(PersistMode::SyncAll)?;
+        self.db.persist(PersistMode::SyncAll)?;
         Ok(self.last_cut()?.unwrap_or_default())
     }
 
     /// Deletes everything of `shard` (a partition that moved away), durably.
     pub fn drop_shard(&self, shard: u32) -> Result<(), StoreError> {
         let prefix = shard_prefix(shard);
-        let mut batch = self.keyspace.batch();
+        let mut batch = self.db.batch();
         for p in [&self.entries, &self.by_time, &self.meta] {
             for kv in p.prefix(prefix) {
-                let (k, _) = kv?;
-                batch.remove(p, k);
+                batch.remove(p, kv.key()?);
             }
         }
         // A dropped shard is not restored by a rollback: forget its before-images.
         if let Some(log) = &self.undo {
             for kv in log.iter() {
-                let (k, _) = kv?;
+                let k = kv.key()?;
                 if k.get(8..12) == Some(&prefix[..]) {
                     batch.remove(log, k);
                 }
             }
         }
         batch.commit()?;
-        self.keyspace.persist(PersistMode::SyncAll)?;
+        self.db.persist(PersistMode::SyncAll)?;
         Ok(())
     }
 
-    /// Bytes on disk.
+    /// Bytes on disk (0 if the engine cannot tell).
     pub fn disk_space(&self) -> u64 {
-        self.keyspace.disk_space()
+        self.db.disk_space().unwrap_or(0)
+    }
+}
+
+/// The options of every keyspace. What keeps memory bounded as the store grows is fjall's
+/// default placement of filter and index blocks: pinned in memory only for the newest levels
+/// (filters: L0; indexes: L0–L1), read through the block cache for the deeper levels, which hold
+/// almost all the entries (and partitioned from L3 on, so a lookup reads one 4 KiB partition, not
+/// a whole table's filter). Data blocks are LZ4-compressed at every level (fjall's default leaves
+/// L0–L1 uncompressed, which doubled the bytes on disk). Keyspaces read only by range or prefix
+/// (`by_time`, `undo`) keep no bloom filters.
+fn keyspace_options(point_reads: bool) -> KeyspaceCreateOptions {
+    let opts = KeyspaceCreateOptions::default()
+        .manual_journal_persist(true)
+        .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
+        .max_memtable_size(8 << 20);
+    if point_reads {
+        opts
+    } else {
+        opts.filter_policy(FilterPolicy::disabled())
     }
 }
 
@@ -633,8 +649,8 @@ impl InFlight {
 /// One shard of the store: the committed state in fjall plus the changes since the last cut.
 pub struct DiskShard {
     shard: u32,
-    entries: PartitionHandle,
-    by_time: PartitionHandle,
+    entries: Keyspace,
+    by_time: Keyspace,
     /// Changed slots since the last cut (`None` = deleted).
     slots: Map<Box<str>, Option<Slot>>,
     /// The changes of the cut being committed, between the overlay and the disk for reads.
@@ -762,14 +778,14 @@ impl DiskShard {
             } else {
                 Some(hi)
             };
-            let iter: Box<dyn Iterator<Item = fjall::Result<fjall::KvPair>>> = match upper {
-                Some(hi) => Box::new(self.by_time.range(lo..hi)),
-                None => Box::new(self.by_time.range(lo..)),
+            let iter = match upper {
+                Some(hi) => self.by_time.range(lo..hi),
+                None => self.by_time.range(lo..),
             };
             let mut next_floor = None;
             for kv in iter {
-                match kv {
-                    Ok((k, _)) => match parse_time_key(&k) {
+                match kv.key() {
+                    Ok(k) => match parse_time_key(&k) {
                         Some((ts, _)) if ts > until => {
                             next_floor = Some(ts);
                             break;
@@ -979,7 +995,7 @@ mod tests {
     fn undo_keys(store: &JoinStore, seq: u64) -> Vec<Vec<u8>> {
         let log = store.undo.as_ref().expect("undo log");
         log.prefix(seq.to_be_bytes())
-            .map(|kv| kv.expect("undo").0.to_vec())
+            .map(|kv| kv.key().expect("undo").to_vec())
             .collect()
     }
 
@@ -1019,55 +1035,21 @@ mod tests {
         assert_eq!(j.backend().len(), 10);
     }
 
-    /// A store written before undo chunks (one undo key of 16 bytes per before-image) still
-    /// rolls back.
+    /// A store directory in fjall's earlier on-disk format (V2, what streamlr wrote before it
+    /// moved to fjall 3; its `version` marker says so) is refused with an error that says what
+    /// to do, not opened as if empty.
     #[test]
-    fn a_rollback_reads_undo_records_written_one_per_key() {
+    fn a_store_in_the_earlier_format_is_refused_with_advice() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = JoinStore::open(dir.path(), 1 << 20, 4).expect("open");
-        let c = cfg();
-        let mut j = reopen(&store, 0, &c);
-        assert_eq!(j.insert("x", entry(10)), InsertOutcome::Stored);
-        commit(&store, &mut j, 1);
-        assert_eq!(j.insert("y", entry(11)), InsertOutcome::Stored);
-        assert!(matches!(
-            j.label(label("x", true, 20)),
-            crate::join::LabelOutcome::Joined(_)
-        ));
-        commit(&store, &mut j, 2);
-        // Rewrite cut 2's undo log in the earlier layout.
-        let log = store.undo.as_ref().expect("undo log");
-        let mut batch = store.keyspace.batch();
-        let mut n = 0u32;
-        for key in undo_keys(&store, 2) {
-            let value = log.get(&key).expect("get").expect("chunk");
-            for rec in decode_undo(&key, &value).expect("decode") {
-                batch.insert(
-                    log,
-                    undo_key(
-                        2,
-                        u32::from_be_bytes(key[8..12].try_into().expect("shard")),
-                        n,
-                    ),
-                    postcard::to_stdvec(&rec).expect("encode"),
-                );
-                n += 1;
-            }
-            batch.remove(log, key);
-        }
-        batch.commit().expect("rewrite");
-        assert!(n >= 4, "{n} before-images");
-        assert!(undo_keys(&store, 2).iter().all(|k| k.len() == 16));
-        store.rollback_to(1).expect("rollback");
-        let mut j = reopen(&store, 0, &c);
-        assert_eq!(
-            j.backend_mut().slots().into_keys().collect::<Vec<_>>(),
-            vec!["x"]
-        );
-        assert!(matches!(
-            j.backend_mut().slots().get("x"),
-            Some(Slot::Pending(_))
-        ));
+        std::fs::write(dir.path().join("version"), b"FJL\x02").expect("marker");
+        let err = JoinStore::open(dir.path(), 1 << 20, 1).expect_err("a V2 store must not open");
+        let msg = err.to_string();
+        assert!(msg.contains("another on-disk format"), "{msg}");
+        assert!(msg.contains("V2"), "{msg}");
+        assert!(msg.contains("move the state directory away"), "{msg}");
+        // A fresh directory opens.
+        let fresh = tempfile::tempdir().expect("tempdir");
+        assert!(JoinStore::open(fresh.path(), 1 << 20, 1).is_ok());
     }
 
     /// A plain reference model: a hash map, and expiry by scanning and sorting everything.
