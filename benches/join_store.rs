@@ -43,21 +43,12 @@ fn entry(rng: &mut Rng, ts: i64) -> Entry {
     }
 }
 
-fn peak_rss_mib() -> f64 {
+/// A memory figure of this process from /proc/self/status (`VmHWM`, `VmRSS`), in MiB.
+fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
@@ -70,7 +61,7 @@ struct RssCurve(Vec<(u64, f64)>);
 impl RssCurve {
     fn sample(&mut self, done: u64) {
         if done.is_multiple_of(1_000_000) {
-            self.0.push((done / 1_000_000, rss_mib()));
+            self.0.push((done / 1_000_000, status_mib("VmRSS")));
         }
     }
 
@@ -181,7 +172,7 @@ fn main() {
     println!(
         "pending: {pending} entries inserted at {:.0}/s; peak RSS {:.0} MiB; {} bytes on disk ({:.1} B/entry)",
         pending as f64 / secs,
-        peak_rss_mib(),
+        status_mib("VmHWM"),
         disk,
         disk as f64 / pending as f64
     );
