@@ -9,7 +9,8 @@
 # events/s of wall-clock time with labels LABEL_DELAY_MIN..LABEL_DELAY_MAX after their event
 # (default 5s..2m, so the join window holds about RATE x the mean delay), runs the worker on the
 # shipped config (HTTP on a free loopback port), and every 30 s prints and appends to
-# OUT/soak.csv: minutes, VmRSS and VmHWM (MiB), events scored, labels joined, join entries. Stops
+# OUT/soak.csv: minutes, VmRSS and VmHWM (MiB), events scored, labels joined, join entries, and the
+# join store engine's tables (count, MiB on disk), block cache and memtables (MiB). Stops
 # the worker (SIGTERM), the generator and the broker by their pids at the end. SESSION_TIMEOUT_MS /
 # HEARTBEAT_MS set the consumer session (default 2000 / 300 ms, as the quick start).
 set -euo pipefail
@@ -48,7 +49,7 @@ for _ in $(seq 1 100); do
 done
 [ -n "$addr" ] || { echo "worker did not start; log:" >&2; cat "$out/worker.log" >&2; exit 1; }
 echo "soak: $rate events/s for $minutes min; worker pid $worker_pid, metrics on http://$addr/metrics"
-echo "minutes,rss_mib,hwm_mib,events_scored,labels_joined,join_entries" | tee "$out/soak.csv"
+echo "minutes,rss_mib,hwm_mib,events_scored,labels_joined,join_entries,store_tables,store_table_mib,store_cache_mib,store_memtable_mib" | tee "$out/soak.csv"
 start=$(date +%s)
 while :; do
   sleep 30
@@ -66,8 +67,10 @@ def metric(name):
 scored = metric('streamlr_events_total{outcome="scored"}')
 joined = metric('streamlr_labels_total{outcome="joined"}')
 entries = metric("streamlr_join_store_entries")
+store = [metric("streamlr_join_store_tables")] + [
+    metric(f"streamlr_join_store_{m}_bytes") >> 20 for m in ("table", "cache", "memtable")]
 print(f"{(time.time() - start) / 60:.1f},{status['VmRSS'] // 1024},{status['VmHWM'] // 1024},"
-      f"{scored},{joined},{entries}")
+      f"{scored},{joined},{entries}," + ",".join(map(str, store)))
 PY
   [ $(( $(date +%s) - start )) -ge $((minutes * 60)) ] && break
 done

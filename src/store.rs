@@ -72,6 +72,19 @@ fn map_with<K, V>(n: usize) -> Map<K, V> {
     HashMap::with_capacity_and_hasher(n, foldhash::fast::RandomState::default())
 }
 
+/// What the storage engine holds ([`JoinStore::figures`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreFigures {
+    /// Bytes of the tables on disk (journals not included).
+    pub table_bytes: u64,
+    /// Tables (SST files), all keyspaces.
+    pub tables: u64,
+    /// Bytes in the block cache (at most `join.cache_bytes`).
+    pub cache_bytes: u64,
+    /// Bytes in the memtables (written, not yet flushed to tables).
+    pub memtable_bytes: u64,
+}
+
 /// The record of a committed cut.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cut {
@@ -552,6 +565,27 @@ impl JoinStore {
     /// Bytes on disk (0 if the engine cannot tell).
     pub fn disk_space(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
+    }
+
+    /// What the engine holds now, for the worker's metrics. Cheap (atomics and the current
+    /// version of each keyspace); unlike [`Self::disk_space`] it does not take the journal's
+    /// lock, which a commit holds while it writes.
+    pub fn figures(&self) -> StoreFigures {
+        let keyspaces = [&self.entries, &self.by_time, &self.meta]
+            .into_iter()
+            .chain(self.undo.as_ref());
+        let mut f = StoreFigures {
+            // `cache_size` and `write_buffer_size` are fjall's "experimental" accessors (pinned
+            // by Cargo.lock).
+            cache_bytes: self.db.cache_size(),
+            memtable_bytes: self.db.write_buffer_size(),
+            ..StoreFigures::default()
+        };
+        for k in keyspaces {
+            f.table_bytes += k.disk_space();
+            f.tables += k.table_count() as u64;
+        }
+        f
     }
 }
 
@@ -1050,6 +1084,33 @@ mod tests {
         // A fresh directory opens.
         let fresh = tempfile::tempdir().expect("tempdir");
         assert!(JoinStore::open(fresh.path(), 1 << 20, 1).is_ok());
+    }
+
+    /// The engine's figures follow what is written: nothing in a new store; memtable bytes
+    /// once a cut is committed; a table and its bytes, and fewer memtable bytes, once a
+    /// memtable is flushed.
+    #[test]
+    fn figures_follow_what_the_store_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = JoinStore::open(dir.path(), 1 << 20, 1).expect("open");
+        let f = store.figures();
+        assert_eq!((f.tables, f.table_bytes, f.memtable_bytes), (0, 0, 0));
+        let c = cfg();
+        let mut j = reopen(&store, 0, &c);
+        for i in 0..1000 {
+            assert_eq!(j.insert(&format!("e{i}"), entry(i)), InsertOutcome::Stored);
+        }
+        commit(&store, &mut j, 1);
+        let f = store.figures();
+        assert!(f.memtable_bytes > 100_000, "{f:?}");
+        assert_eq!(f.tables, 0, "{f:?}");
+        let written = f.memtable_bytes;
+        store.entries.rotate_memtable_and_wait().expect("flush");
+        let f = store.figures();
+        assert!(f.tables >= 1, "{f:?}");
+        assert!(f.table_bytes > 0, "{f:?}");
+        // The entries' memtable went to a table; the other keyspaces' are still in memory.
+        assert!(f.memtable_bytes < written, "{f:?}, {written} before");
     }
 
     /// A plain reference model: a hash map, and expiry by scanning and sorting everything.

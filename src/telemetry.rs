@@ -70,6 +70,8 @@ pub struct Status {
     pub weight_norm: f64,
     /// Join entries held, all shards.
     pub join_entries: u64,
+    /// What the join store's engine holds (tables, block cache, memtables).
+    pub join_store: crate::store::StoreFigures,
     /// Seconds since the last checkpoint (`None` before the first).
     pub checkpoint_age_seconds: Option<f64>,
     /// Duration of the last cut, seconds: from its start until durable.
@@ -695,6 +697,31 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         "Join entries held (pending and tombstones).",
     );
     let _ = writeln!(o, "streamlr_join_store_entries {}", s.join_entries);
+    for (name, help, value) in [
+        (
+            "streamlr_join_store_table_bytes",
+            "Bytes of the join store's tables on disk (journals not included).",
+            s.join_store.table_bytes,
+        ),
+        (
+            "streamlr_join_store_tables",
+            "Tables (SST files) of the join store.",
+            s.join_store.tables,
+        ),
+        (
+            "streamlr_join_store_cache_bytes",
+            "Bytes in the join store's block cache (at most join.cache_bytes).",
+            s.join_store.cache_bytes,
+        ),
+        (
+            "streamlr_join_store_memtable_bytes",
+            "Bytes in the join store's memtables (not yet flushed to tables).",
+            s.join_store.memtable_bytes,
+        ),
+    ] {
+        family(&mut o, name, "gauge", help);
+        let _ = writeln!(o, "{name} {value}");
+    }
     family(
         &mut o,
         "streamlr_partitions_assigned",
