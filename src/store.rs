@@ -1,8 +1,8 @@
 //! The disk-backed join store: [`JoinBackend`] on fjall, an embedded LSM key-value engine.
 //!
-//! Layout (one fjall database, three keyspaces and an undo log, every key prefixed by the 4-byte
-//! big-endian shard number — one shard per Kafka partition, so a partition can be dropped or
-//! restored on its own):
+//! Layout (one fjall database, three keyspaces whose keys start with the 4-byte big-endian shard
+//! number — one shard per Kafka partition, so a partition can be dropped or restored on its own —
+//! and an undo log keyed by cut):
 //!
 //! | keyspace | key | value |
 //! |---|---|---|
@@ -119,9 +119,6 @@ struct UndoRecord {
 /// per key, which the LSM's memtable insert cost is proportional to).
 const UNDO_CHUNK_BYTES: usize = 256 << 10;
 
-/// The last byte of a chunk's undo key (17 bytes: seq, shard, chunk number, this).
-const UNDO_CHUNKED: u8 = 1;
-
 /// The before-images one undo-log value holds.
 fn decode_undo(value: &[u8]) -> Result<Vec<UndoRecord>, StoreError> {
     postcard::from_bytes(value).map_err(|e| StoreError::Decode(e.to_string()))
@@ -171,11 +168,9 @@ impl UndoWriter<'_> {
         if self.records.is_empty() {
             return;
         }
-        let mut key = undo_key(self.seq, self.shard, self.chunk);
-        key.push(UNDO_CHUNKED);
         batch.insert(
             log,
-            key,
+            undo_key(self.seq, self.shard, self.chunk),
             postcard::to_stdvec(&self.records).unwrap_or_default(),
         );
         self.chunk += 1;
@@ -188,6 +183,8 @@ const PART_ENTRIES: u8 = 0;
 const PART_TIME: u8 = 1;
 const PART_META: u8 = 2;
 
+/// The key of an undo-log chunk: cut, shard, chunk number (big-endian). Stores written by the
+/// first fjall 3 commits also end it with a `01` byte; nothing reads it.
 fn undo_key(seq: u64, shard: u32, n: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(16);
     k.extend_from_slice(&seq.to_be_bytes());
