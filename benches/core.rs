@@ -19,6 +19,10 @@ use streamlr::model::Model;
 use streamlr::optim::Optimizer;
 use streamlr::simulate::Rng;
 
+/// The allocator the binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Feature vectors shaped like real traffic: 20 numeric features at fixed buckets (one per
 /// name) and 10 categorical features of 1000 values each (Zipf-distributed), hashed with the
 /// encoder's hash.

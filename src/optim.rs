@@ -45,7 +45,7 @@ pub struct Optimizer {
     /// FTRL: z. Empty otherwise.
     pub z: Vec<f64>,
     #[serde(skip)]
-    scratch: Vec<(usize, f64, f64, f64)>,
+    scratch: Scratch,
 }
 
 /// Equality of the learned state (the scratch buffer is not state).
@@ -69,12 +69,19 @@ impl Optimizer {
             t: 0,
             acc,
             z,
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
     /// Applies one example (x, y) with weight `weight` to `model`, unless it would move a weight
     /// by more than `max_change` (0 = no cap).
+    ///
+    /// Three passes over the example's slots and then the intercept: gather the state each
+    /// touches into contiguous scratch arrays (the margin is summed on the way, in slot order as
+    /// [`Model::margin`] does), compute the new state there as plain loops over equal-length
+    /// slices (vectorized: the square roots and divisions run two at a time), then check it and
+    /// scatter it back. A bucket that appears twice in one example reads the old state both times
+    /// and the later slot's result is the one kept.
     pub fn step(
         &mut self,
         cfg: &ModelConfig,
@@ -84,7 +91,36 @@ impl Optimizer {
         weight: f64,
         max_change: f64,
     ) -> Result<Step, UpdateError> {
-        let zm = model.margin(x);
+        let bias = model.bias_index();
+        let w = model.w.as_slice_mut().ok_or(UpdateError::NonFinite)?;
+        let s = &mut self.scratch;
+        // Gather: slots first, the intercept last. The vectors are sized up front so the loop
+        // stores into slices and the margin's sum stays in a register (summed in slot order, as
+        // `Model::margin` does, so the two agree bit for bit).
+        let m = x.idx.len().min(x.val.len());
+        s.resize(m + 1);
+        // The state each optimizer keeps per coordinate, gathered into `s.acc` / `s.z` first:
+        // these loads do not wait on the margin, so their cache misses overlap the weights'.
+        let gather = |from: &[f64], to: &mut Vec<f64>| {
+            to.extend(x.idx[..m].iter().map(|&i| from[i as usize]));
+            to.push(from[bias]);
+        };
+        match self.kind {
+            OptimizerKind::Sgd => {}
+            OptimizerKind::Adagrad => gather(&self.acc, &mut s.acc),
+            OptimizerKind::Ftrl => {
+                gather(&self.acc, &mut s.acc);
+                gather(&self.z, &mut s.z);
+            }
+        }
+        let mut zm = w[bias];
+        let slots = s.idx.iter_mut().zip(s.g.iter_mut()).zip(s.w_old.iter_mut());
+        for (((si, sg), sw), (&i, &v)) in slots.zip(x.idx.iter().zip(&x.val)) {
+            let (i, v) = (i as usize, f64::from(v));
+            let wi = w[i];
+            zm += wi * v;
+            (*si, *sg, *sw) = (i, v, wi);
+        }
         let p = sigmoid(zm);
         let class_w = if y {
             cfg.positive_weight
@@ -98,82 +134,66 @@ impl Optimizer {
                 r *= cfg.gradient_clip / norm;
             }
         }
-        let bias = model.bias_index();
-        let w = model.w.as_slice_mut().ok_or(UpdateError::NonFinite)?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        // Each optimizer is one per-coordinate rule `(i, g, l1, l2) -> (w', acc', z')`, run over
-        // the example's slots (regularized) and then the intercept (not regularized). The slots
-        // are a plain loop over two slices with l1/l2 fixed, so the rule is inlined into a tight
-        // loop; the arithmetic per coordinate is the same as written here, operation for
-        // operation.
-        fn each(
-            x: &SparseVec,
-            r: f64,
-            bias: usize,
-            (l1, l2): (f64, f64),
-            scratch: &mut Vec<(usize, f64, f64, f64)>,
-            mut rule: impl FnMut(usize, f64, f64, f64) -> (f64, f64, f64),
-        ) {
-            for (&i, &v) in x.idx.iter().zip(&x.val) {
-                let i = i as usize;
-                let (wi, acc, z) = rule(i, r * f64::from(v), l1, l2);
-                scratch.push((i, wi, acc, z));
-            }
-            let (wi, acc, z) = rule(bias, r, 0.0, 0.0);
-            scratch.push((bias, wi, acc, z));
+        // g_i = r·x_i for the slots; the intercept's x is 1, so its g is r.
+        for g in &mut s.g[..m] {
+            *g *= r;
         }
+        (s.idx[m], s.g[m], s.w_old[m]) = (bias, r, w[bias]);
+        // Each optimizer is one per-coordinate rule, run over the example's slots with their
+        // l1/l2 and then over the intercept (last) with none.
         match self.kind {
             OptimizerKind::Sgd => {
-                let s = &cfg.sgd;
-                let eta = match s.schedule {
-                    Schedule::Constant => s.learning_rate,
+                let c = &cfg.sgd;
+                let eta = match c.schedule {
+                    Schedule::Constant => c.learning_rate,
                     Schedule::InverseScaling => {
-                        s.learning_rate / ((1 + self.t) as f64).powf(s.power_t)
+                        c.learning_rate / ((1 + self.t) as f64).powf(c.power_t)
                     }
                 };
-                each(x, r, bias, (s.l1, s.l2), &mut scratch, |i, g, l1, l2| {
-                    let wi = w[i] - eta * (g + l2 * w[i]);
-                    (prox_l1(wi, eta * l1), 0.0, 0.0)
-                });
+                let (w, w_b) = s.w.split_at_mut(m);
+                let (w0, w0_b) = s.w_old.split_at(m);
+                let (g, g_b) = s.g.split_at(m);
+                sgd(eta, (c.l1, c.l2), g, w0, w);
+                sgd(eta, (0.0, 0.0), g_b, w0_b, w_b);
             }
             OptimizerKind::Adagrad => {
                 let a = &cfg.adagrad;
-                let acc = &self.acc;
-                each(x, r, bias, (a.l1, a.l2), &mut scratch, |i, g, l1, l2| {
-                    let g = g + l2 * w[i];
-                    let acc = acc[i] + g * g;
-                    let eta = a.learning_rate / (acc.sqrt() + a.epsilon);
-                    (prox_l1(w[i] - eta * g, eta * l1), acc, 0.0)
-                });
+                let (w, w_b) = s.w.split_at_mut(m);
+                let (w0, w0_b) = s.w_old.split_at(m);
+                let (acc, acc_b) = s.acc.split_at_mut(m);
+                let (g, g_b) = s.g.split_at(m);
+                let rule =
+                    |reg, g, w0, w, acc| adagrad(a.learning_rate, a.epsilon, reg, g, w0, w, acc);
+                rule((a.l1, a.l2), g, w0, w, acc);
+                rule((0.0, 0.0), g_b, w0_b, w_b, acc_b);
             }
             OptimizerKind::Ftrl => {
-                // `acc` holds √n rather than n, so each coordinate costs one square root and one
-                // division: σ = (√n' − √n)/α and the closed-form weight.
                 let f = &cfg.ftrl;
-                let inv_alpha = 1.0 / f.alpha;
-                let (acc, zs) = (&self.acc, &self.z);
-                each(x, r, bias, (f.l1, f.l2), &mut scratch, |i, g, l1, l2| {
-                    let sqrt_n = acc[i];
-                    let sqrt_n_new = (sqrt_n * sqrt_n + g * g).sqrt();
-                    let sigma = (sqrt_n_new - sqrt_n) * inv_alpha;
-                    let z = zs[i] + g - sigma * w[i];
-                    // Both sides computed, one selected: no branch to mispredict on hashed
-                    // slots whose |z| hovers around l1.
-                    let shrunk = (z.signum() * l1 - z) / ((f.beta + sqrt_n_new) * inv_alpha + l2);
-                    let wi = if z.abs() <= l1 { 0.0 } else { shrunk };
-                    (wi, sqrt_n_new, z)
-                });
+                let (w, w_b) = s.w.split_at_mut(m);
+                let (w0, w0_b) = s.w_old.split_at(m);
+                let (acc, acc_b) = s.acc.split_at_mut(m);
+                let (z, z_b) = s.z.split_at_mut(m);
+                let (g, g_b) = s.g.split_at(m);
+                let state = |w_old, w, acc, z| FtrlSlots { w_old, w, acc, z };
+                ftrl(f.alpha, f.beta, (f.l1, f.l2), g, state(w0, w, acc, z));
+                ftrl(
+                    f.alpha,
+                    f.beta,
+                    (0.0, 0.0),
+                    g_b,
+                    state(w0_b, w_b, acc_b, z_b),
+                );
             }
         }
-        let finite = scratch
+        let finite = [&s.w, &s.acc, &s.z]
             .iter()
-            .all(|&(_, a, b, c)| a.is_finite() && b.is_finite() && c.is_finite());
+            .all(|a| a.iter().all(|v| v.is_finite()));
         let capped = finite
             && max_change > 0.0
-            && scratch
+            && s.w
                 .iter()
-                .any(|&(i, wi, _, _)| (wi - w[i]).abs() > max_change);
+                .zip(&s.w_old)
+                .any(|(new, old)| (new - old).abs() > max_change);
         let outcome = if !finite {
             Err(UpdateError::NonFinite)
         } else if capped {
@@ -183,29 +203,112 @@ impl Optimizer {
         };
         if outcome.is_ok() {
             match self.kind {
-                OptimizerKind::Sgd => {
-                    for &(i, wi, _, _) in &scratch {
-                        w[i] = wi;
-                    }
-                }
+                OptimizerKind::Sgd => scatter(&s.idx, &s.w, w),
                 OptimizerKind::Adagrad => {
-                    for &(i, wi, acc, _) in &scratch {
-                        w[i] = wi;
-                        self.acc[i] = acc;
+                    for (k, &i) in s.idx.iter().enumerate() {
+                        (w[i], self.acc[i]) = (s.w[k], s.acc[k]);
                     }
                 }
                 OptimizerKind::Ftrl => {
-                    for &(i, wi, acc, z) in &scratch {
-                        w[i] = wi;
-                        self.acc[i] = acc;
-                        self.z[i] = z;
+                    for (k, &i) in s.idx.iter().enumerate() {
+                        (w[i], self.acc[i], self.z[i]) = (s.w[k], s.acc[k], s.z[k]);
                     }
                 }
             }
             self.t += 1;
         }
-        self.scratch = scratch;
         outcome
+    }
+}
+
+/// One update's gathered coordinates: bucket, gradient, weight before and after, and the
+/// optimizer's accumulators (after, once computed; empty where the optimizer keeps none).
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    idx: Vec<usize>,
+    g: Vec<f64>,
+    w_old: Vec<f64>,
+    w: Vec<f64>,
+    acc: Vec<f64>,
+    z: Vec<f64>,
+}
+
+impl Scratch {
+    /// `n` coordinates of index, gradient and weights; no optimizer state (gathered per kind).
+    fn resize(&mut self, n: usize) {
+        self.idx.resize(n, 0);
+        for v in [&mut self.g, &mut self.w_old, &mut self.w] {
+            v.resize(n, 0.0);
+        }
+        self.acc.clear();
+        self.z.clear();
+    }
+}
+
+/// Writes `vals[k]` to `to[idx[k]]` in order (a later duplicate bucket wins).
+fn scatter(idx: &[usize], vals: &[f64], to: &mut [f64]) {
+    for (&i, &v) in idx.iter().zip(vals) {
+        to[i] = v;
+    }
+}
+
+/// SGD on gathered coordinates: w ← prox_{η·l1}(w₀ − η(g + l2·w₀)).
+fn sgd(eta: f64, (l1, l2): (f64, f64), g: &[f64], w_old: &[f64], w: &mut [f64]) {
+    for ((w, &w0), &g) in w.iter_mut().zip(w_old).zip(g) {
+        *w = prox_l1(w0 - eta * (g + l2 * w0), eta * l1);
+    }
+}
+
+/// AdaGrad on gathered coordinates: G ← G + g'², w ← prox_{η'·l1}(w − η'·g') with
+/// g' = g + l2·w₀ and η' = η / (√G + ε).
+fn adagrad(
+    lr: f64,
+    eps: f64,
+    (l1, l2): (f64, f64),
+    g: &[f64],
+    w_old: &[f64],
+    w: &mut [f64],
+    acc: &mut [f64],
+) {
+    let n = g.len().min(w_old.len()).min(w.len()).min(acc.len());
+    let (g, w0, w, acc) = (&g[..n], &w_old[..n], &mut w[..n], &mut acc[..n]);
+    for k in 0..n {
+        let g = g[k] + l2 * w0[k];
+        acc[k] += g * g;
+        let eta = lr / (acc[k].sqrt() + eps);
+        w[k] = prox_l1(w0[k] - eta * g, eta * l1);
+    }
+}
+
+/// Gathered FTRL state: weight before and after, √n and z per coordinate (updated in place).
+struct FtrlSlots<'a> {
+    w_old: &'a [f64],
+    w: &'a mut [f64],
+    acc: &'a mut [f64],
+    z: &'a mut [f64],
+}
+
+/// FTRL-Proximal on gathered coordinates. `acc` holds √n rather than n, so each coordinate
+/// costs one square root and one division: σ = (√n' − √n)/α, z ← z + g − σ·w, and the
+/// closed-form weight w = (sign(z)·l1 − z) / ((β + √n')/α + l2), or 0 when |z| ≤ l1.
+fn ftrl(alpha: f64, beta: f64, (l1, l2): (f64, f64), g: &[f64], st: FtrlSlots<'_>) {
+    let inv_alpha = 1.0 / alpha;
+    let n = g.len().min(st.w_old.len()).min(st.w.len());
+    let n = n.min(st.acc.len()).min(st.z.len());
+    let (g, w0, w) = (&g[..n], &st.w_old[..n], &mut st.w[..n]);
+    let (acc, zs) = (&mut st.acc[..n], &mut st.z[..n]);
+    for k in 0..n {
+        let g = g[k];
+        let sqrt_n = acc[k];
+        let sqrt_n_new = (sqrt_n * sqrt_n + g * g).sqrt();
+        let sigma = (sqrt_n_new - sqrt_n) * inv_alpha;
+        let z = zs[k] + g - sigma * w0[k];
+        // Both sides computed, one selected: no branch to mispredict on hashed slots whose
+        // |z| hovers around l1, and a loop the compiler vectorizes.
+        let shrunk = (z.signum() * l1 - z) / ((beta + sqrt_n_new) * inv_alpha + l2);
+        w[k] = if z.abs() <= l1 { 0.0 } else { shrunk };
+        acc[k] = sqrt_n_new;
+        zs[k] = z;
     }
 }
 
@@ -406,6 +509,107 @@ mod tests {
             ..ModelConfig::default()
         };
         assert_close(&train(&cfg, &xs, &ys, passes), &reference, "ftrl");
+    }
+
+    /// FTRL-Proximal as McMahan et al. (2013) write it in Algorithm 1: per coordinate it keeps n
+    /// and z and derives the weight from them at prediction time,
+    ///   w_i = 0 if |z_i| ≤ λ1, else −(z_i − sgn(z_i)·λ1) / ((β + √n_i)/α + λ2),
+    /// then on (x, y): g_i = (p − y)·x_i, σ_i = (√(n_i + g_i²) − √n_i)/α, z_i += g_i − σ_i·w_i,
+    /// n_i += g_i². The intercept is a coordinate with x = 1 and no λ1, λ2.
+    struct PaperFtrl {
+        n: Vec<f64>,
+        z: Vec<f64>,
+        cfg: FtrlConfig,
+    }
+
+    impl PaperFtrl {
+        fn weight(&self, i: usize, bias: bool) -> f64 {
+            let (l1, l2) = if bias {
+                (0.0, 0.0)
+            } else {
+                (self.cfg.l1, self.cfg.l2)
+            };
+            let (z, n) = (self.z[i], self.n[i]);
+            if z.abs() <= l1 {
+                0.0
+            } else {
+                -(z - z.signum() * l1) / ((self.cfg.beta + n.sqrt()) / self.cfg.alpha + l2)
+            }
+        }
+
+        /// Dense coordinates: the slots of `x` then the intercept (index `dim`).
+        fn learn(&mut self, x: &SparseVec, y: bool) {
+            let dim = self.n.len() - 1;
+            let mut coords: Vec<(usize, f64)> =
+                x.iter().map(|(i, v)| (i as usize, f64::from(v))).collect();
+            coords.push((dim, 1.0));
+            let w: Vec<f64> = coords
+                .iter()
+                .map(|&(i, _)| self.weight(i, i == dim))
+                .collect();
+            let z: f64 = coords.iter().zip(&w).map(|(&(_, v), w)| w * v).sum();
+            let p = 1.0 / (1.0 + (-z).exp());
+            for (&(i, v), w) in coords.iter().zip(&w) {
+                let g = (p - f64::from(u8::from(y))) * v;
+                let sigma = ((self.n[i] + g * g).sqrt() - self.n[i].sqrt()) / self.cfg.alpha;
+                self.z[i] += g - sigma * w;
+                self.n[i] += g * g;
+            }
+        }
+    }
+
+    #[test]
+    fn ftrl_steps_match_the_papers_algorithm() {
+        // 2 000 examples of 1–6 distinct slots over 32 buckets, with l1 and l2 on: after every
+        // step the weights equal those the paper's per-coordinate state gives, to rounding (the
+        // paper keeps n, the optimizer keeps √n and the weight itself).
+        let dim = 32;
+        let cfg = FtrlConfig {
+            alpha: 0.3,
+            beta: 1.0,
+            l1: 0.5,
+            l2: 2.0,
+        };
+        let model_cfg = ModelConfig {
+            optimizer: OptimizerKind::Ftrl,
+            ftrl: cfg.clone(),
+            ..ModelConfig::default()
+        };
+        let mut paper = PaperFtrl {
+            n: vec![0.0; dim + 1],
+            z: vec![0.0; dim + 1],
+            cfg,
+        };
+        let mut model = Model::new(dim);
+        let mut opt = Optimizer::new(OptimizerKind::Ftrl, dim);
+        let mut rng = Rng(11);
+        let mut zeros = 0;
+        for t in 0..2000 {
+            let mut x = SparseVec::default();
+            let len = 1 + (rng.next_f64() * 6.0) as usize;
+            while x.len() < len {
+                let i = (rng.next_f64() * dim as f64) as u32;
+                if !x.idx.contains(&i) {
+                    x.idx.push(i);
+                    x.val.push((rng.normal() * 2.0) as f32);
+                }
+            }
+            let y = rng.next_f64() < 0.3;
+            opt.step(&model_cfg, &mut model, &x, y, 1.0, 0.0)
+                .expect("finite");
+            paper.learn(&x, y);
+            for i in 0..=dim {
+                let want = paper.weight(i, i == dim);
+                let got = model.w[i];
+                assert!(
+                    (got - want).abs() <= 1e-9 * want.abs().max(1e-3),
+                    "step {t}, coordinate {i}: {got} vs the paper's {want}"
+                );
+                zeros += usize::from(i < dim && got == 0.0 && paper.z[i] != 0.0);
+            }
+        }
+        // l1 is doing something: some touched coordinates sit at exactly zero.
+        assert!(zeros > 0);
     }
 
     #[test]
