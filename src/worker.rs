@@ -1598,6 +1598,7 @@ impl Worker {
             weight_norm: self.engine.model().weight_norm(),
             join_entries: self.engine.join_entries() as u64,
             join_store: self.state.store().figures(),
+            resident_bytes: crate::telemetry::resident_bytes(),
             checkpoint_age_seconds: self.cut_at.map(|t| t.elapsed().as_secs_f64()),
             checkpoint_duration_seconds: self.cut_seconds,
             checkpoint_pause_seconds: self.cut_pause_seconds,

@@ -35,6 +35,7 @@ fn exported() -> BTreeSet<String> {
             q.summary()
         }),
         checkpoint_age_seconds: Some(1.0),
+        resident_bytes: Some(1 << 20),
         drift: Some(WindowReport {
             window: 1,
             columns: vec![col("amount", Some(0.1)), col("score", Some(0.1))],
@@ -59,17 +60,19 @@ fn exported() -> BTreeSet<String> {
         .collect()
 }
 
-/// `streamlr_*` names used in a text (PromQL inside JSON or YAML).
+/// `streamlr_*` and `process_*` names used in a text (PromQL inside JSON or YAML).
 fn used(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("streamlr_") {
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        out.insert(tail[..end].to_string());
-        rest = &tail[end..];
+    for prefix in ["streamlr_", "process_"] {
+        let mut rest = text;
+        while let Some(i) = rest.find(prefix) {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            out.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
     }
     out
 }
@@ -122,6 +125,7 @@ fn every_promised_metric_is_exported_and_documented() {
         "streamlr_join_store_tables",
         "streamlr_join_store_cache_bytes",
         "streamlr_join_store_memtable_bytes",
+        "process_resident_memory_bytes",
         "streamlr_model_version",
         "streamlr_checkpoint_age_seconds",
         "streamlr_checkpoint_duration_seconds",
