@@ -81,7 +81,8 @@ pub struct StoreFigures {
     pub tables: u64,
     /// Bytes in the block cache (at most `join.cache_bytes`).
     pub cache_bytes: u64,
-    /// Bytes in the memtables (written, not yet flushed to tables).
+    /// Bytes of keys and values in the memtables (written, not yet flushed to tables), as the
+    /// engine counts them: its skiplists' nodes, about as much again, are not included.
     pub memtable_bytes: u64,
 }
 

@@ -726,7 +726,7 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         ),
         (
             "streamlr_join_store_memtable_bytes",
-            "Bytes in the join store's memtables (not yet flushed to tables).",
+            "Bytes of keys and values in the join store's memtables (not yet flushed to tables; the skiplist's own nodes, about as much again, are not counted).",
             s.join_store.memtable_bytes,
         ),
     ] {
