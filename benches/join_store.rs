@@ -43,15 +43,9 @@ fn entry(rng: &mut Rng, ts: i64) -> Entry {
     }
 }
 
-/// A memory figure of this process from /proc/self/status (`VmHWM`, `VmRSS`), in MiB.
+/// A memory figure of this process (`VmHWM`, `VmRSS`), in MiB; NaN where /proc is not there.
 fn status_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    streamlr::telemetry::memory_status_bytes(field).map_or(f64::NAN, |b| b as f64 / 1048576.0)
 }
 
 /// Collects VmRSS after every million entries and prints them as one line.

@@ -55,8 +55,16 @@ impl DriftAlerts {
 /// This process's resident memory in bytes, from `VmRSS` in /proc/self/status (Linux); `None`
 /// elsewhere or when it cannot be read.
 pub fn resident_bytes() -> Option<u64> {
+    memory_status_bytes("VmRSS")
+}
+
+/// A memory figure of this process from /proc/self/status in bytes (`VmRSS`, `VmHWM`, …; Linux);
+/// `None` elsewhere or when it cannot be read.
+pub fn memory_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
