@@ -323,9 +323,8 @@ impl JoinStore {
             slots: Map::default(),
             frozen: None,
             times: BTreeMap::new(),
-            before: Map::default(),
-            times_before: Map::default(),
             last_read: None,
+            last_read_id: String::new(),
             track_before: self.undo.is_some(),
             len,
             expire_floor: None,
@@ -400,8 +399,6 @@ impl JoinStore {
                     len: s.len,
                     joiner: (*joiner).clone(),
                     frozen,
-                    before: std::mem::replace(&mut s.before, map_with(n)),
-                    times_before: std::mem::take(&mut s.times_before),
                 }
             })
             .collect())
@@ -423,24 +420,31 @@ impl JoinStore {
             bytes: 0,
         };
         for s in shards {
-            for (id, slot) in &s.frozen.slots {
+            // In key order: the memtable's skiplist then finds each insert's place along a path
+            // the previous insert left in the cache (hash order costs a cache miss per level).
+            let mut slots: Vec<_> = s.frozen.slots.iter().collect();
+            slots.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (id, change) in slots {
                 let key = entry_key(s.shard, id);
-                let before = s.before.get(id).cloned().flatten();
-                undo.push(&mut batch, s.shard, PART_ENTRIES, &key, before);
-                match slot {
+                if keep {
+                    undo.push(
+                        &mut batch,
+                        s.shard,
+                        PART_ENTRIES,
+                        &key,
+                        change.before.clone(),
+                    );
+                }
+                match &change.slot {
                     Some(slot) => batch.insert(&self.entries, key, encode_slot(slot)),
                     None => batch.remove(&self.entries, key),
                 }
             }
-            for ((ts, id), present) in &s.frozen.times {
+            for ((ts, id), change) in &s.frozen.times {
                 let key = time_key(s.shard, *ts, id);
-                let before = s
-                    .times_before
-                    .get(&(*ts, id.clone()))
-                    .copied()
-                    .unwrap_or(false);
-                undo.push(&mut batch, s.shard, PART_TIME, &key, before.then(Vec::new));
-                if *present {
+                let before = change.committed.then(Vec::new);
+                undo.push(&mut batch, s.shard, PART_TIME, &key, before);
+                if change.present {
                     batch.insert(&self.by_time, key, [])
                 } else {
                     batch.remove(&self.by_time, key)
@@ -631,11 +635,30 @@ fn settle(
     result
 }
 
+/// A slot changed since the last cut.
+#[derive(Debug)]
+struct Change {
+    /// What it holds now (`None` = deleted).
+    slot: Option<Slot>,
+    /// Its committed bytes before its first change since the cut (`None` = absent; kept only
+    /// with an undo log).
+    before: Option<Vec<u8>>,
+}
+
+/// An index key changed since the last cut.
+#[derive(Debug, Clone, Copy)]
+struct TimeChange {
+    /// Whether it is there now.
+    present: bool,
+    /// Whether it was committed before its first change since the cut (for the undo log).
+    committed: bool,
+}
+
 /// A shard's changes of one cut, frozen while a commit writes them (reads still see them).
 #[derive(Debug, Default)]
 struct Frozen {
-    slots: Map<Box<str>, Option<Slot>>,
-    times: BTreeMap<(i64, Box<str>), bool>,
+    slots: Map<Box<str>, Change>,
+    times: BTreeMap<(i64, Box<str>), TimeChange>,
 }
 
 /// What a commit writes for one shard.
@@ -644,8 +667,6 @@ struct ShardChanges {
     len: u64,
     joiner: JoinerState,
     frozen: Arc<Frozen>,
-    before: Map<Box<str>, Option<Vec<u8>>>,
-    times_before: Map<(i64, Box<str>), bool>,
 }
 
 /// A commit running on its own thread ([`JoinStore::begin_commit`]).
@@ -683,18 +704,17 @@ pub struct DiskShard {
     shard: u32,
     entries: Keyspace,
     by_time: Keyspace,
-    /// Changed slots since the last cut (`None` = deleted).
-    slots: Map<Box<str>, Option<Slot>>,
+    /// Changed slots since the last cut, with their before-images.
+    slots: Map<Box<str>, Change>,
     /// The changes of the cut being committed, between the overlay and the disk for reads.
     frozen: Option<Arc<Frozen>>,
-    /// Changed index keys since the last cut (false = deleted).
-    times: BTreeMap<(i64, Box<str>), bool>,
-    /// Committed bytes of each changed slot before its first change since the last cut.
-    before: Map<Box<str>, Option<Vec<u8>>>,
-    /// Whether each changed index key was committed before its first change.
-    times_before: Map<(i64, Box<str>), bool>,
-    /// The last committed slot read from disk (id, raw bytes): its before-image if it changes.
-    last_read: Option<(Box<str>, Option<Vec<u8>>)>,
+    /// Changed index keys since the last cut.
+    times: BTreeMap<(i64, Box<str>), TimeChange>,
+    /// The raw bytes of the last committed slot read from disk (of `last_read_id`): its
+    /// before-image if it changes.
+    last_read: Option<Option<Vec<u8>>>,
+    /// The id `last_read` is of (a buffer reused from read to read).
+    last_read_id: String,
     /// Whether the store keeps an undo log (and so needs before-images).
     track_before: bool,
     len: u64,
@@ -723,16 +743,16 @@ impl DiskShard {
     }
 
     fn get(&mut self, id: &str) -> Option<Slot> {
-        if let Some(s) = self.slots.get(id) {
-            return s.clone();
+        if let Some(c) = self.slots.get(id) {
+            return c.slot.clone();
         }
-        if let Some(s) = self.frozen.as_ref().and_then(|f| f.slots.get(id)) {
-            return s.clone();
+        if let Some(c) = self.frozen.as_ref().and_then(|f| f.slots.get(id)) {
+            return c.slot.clone();
         }
         match self.entries.get(entry_key(self.shard, id)) {
             Ok(Some(v)) => {
                 if self.track_before {
-                    self.last_read = Some((id.into(), Some(v.to_vec())));
+                    self.remember_read(id, Some(v.to_vec()));
                 }
                 match postcard::from_bytes(&v) {
                     Ok(s) => Some(s),
@@ -744,7 +764,7 @@ impl DiskShard {
             }
             Ok(None) => {
                 if self.track_before {
-                    self.last_read = Some((id.into(), None));
+                    self.remember_read(id, None);
                 }
                 None
             }
@@ -755,40 +775,50 @@ impl DiskShard {
         }
     }
 
+    fn remember_read(&mut self, id: &str, bytes: Option<Vec<u8>>) {
+        self.last_read_id.clear();
+        self.last_read_id.push_str(id);
+        self.last_read = Some(bytes);
+    }
+
     /// Changes a slot, remembering its committed bytes on its first change since the cut.
     fn set(&mut self, id: &str, slot: Option<Slot>) {
-        if self.track_before && !self.before.contains_key(id) {
-            // As of the last cut: the frozen layer if it holds the id (bytes as its commit
-            // writes them), else the disk.
-            let frozen = self
-                .frozen
-                .as_ref()
-                .and_then(|f| f.slots.get(id))
-                .map(|s| s.as_ref().map(encode_slot));
-            let before = match frozen {
-                Some(bytes) => bytes,
-                None => match self.last_read.take() {
-                    Some((rid, bytes)) if *rid == *id => bytes,
-                    _ => match self.entries.get(entry_key(self.shard, id)) {
-                        Ok(v) => v.map(|v| v.to_vec()),
-                        Err(e) => {
-                            self.poison(e);
-                            None
-                        }
-                    },
-                },
-            };
-            self.before.insert(id.into(), before);
+        if let Some(c) = self.slots.get_mut(id) {
+            c.slot = slot;
+            return;
         }
-        self.slots.insert(id.into(), slot);
+        let before = if self.track_before {
+            self.committed_bytes(id)
+        } else {
+            None
+        };
+        self.slots.insert(id.into(), Change { slot, before });
+    }
+
+    /// What the last cut holds for `id`: the frozen layer if it has the id (bytes as its commit
+    /// writes them), else the disk (the last read if it was of this id).
+    fn committed_bytes(&mut self, id: &str) -> Option<Vec<u8>> {
+        if let Some(c) = self.frozen.as_ref().and_then(|f| f.slots.get(id)) {
+            return c.slot.as_ref().map(encode_slot);
+        }
+        match self.last_read.take() {
+            Some(bytes) if self.last_read_id == id => bytes,
+            _ => match self.entries.get(entry_key(self.shard, id)) {
+                Ok(v) => v.map(|v| v.to_vec()),
+                Err(e) => {
+                    self.poison(e);
+                    None
+                }
+            },
+        }
     }
 
     /// Changes an index key, remembering whether it was committed on its first change.
     fn set_time(&mut self, ts: i64, id: &str, present: bool, committed: bool) {
-        self.times_before
+        self.times
             .entry((ts, id.into()))
-            .or_insert(committed);
-        self.times.insert((ts, id.into()), present);
+            .and_modify(|c| c.present = present)
+            .or_insert(TimeChange { present, committed });
     }
 
     /// Ids with event time in (`after`, `until`], committed and uncommitted, in time order,
@@ -841,12 +871,12 @@ impl DiskShard {
         let lo = (after.saturating_add(1), Box::<str>::from(""));
         let frozen = self.frozen.as_ref().map(|f| &f.times);
         for layer in frozen.into_iter().chain([&self.times]) {
-            for ((ts, id), present) in layer.range(lo.clone()..) {
+            for ((ts, id), change) in layer.range(lo.clone()..) {
                 if *ts > until {
                     break;
                 }
                 let key = (*ts, id.to_string());
-                if *present {
+                if change.present {
                     found.insert(key, ())
                 } else {
                     found.remove(&key)
@@ -893,6 +923,18 @@ impl JoinBackend for DiskShard {
     }
 
     fn join(&mut self, id: &str, label: bool) -> Lookup {
+        // Pending and changed since the cut: joined in place, without copying the entry.
+        if let Some(c) = self.slots.get_mut(id)
+            && let Some(Slot::Pending(e)) = &c.slot
+        {
+            let joined = Slot::Joined {
+                label,
+                event_ts: e.event_ts,
+            };
+            if let Some(Slot::Pending(e)) = c.slot.replace(joined) {
+                return Lookup::Joined(*e);
+            }
+        }
         match self.get(id) {
             Some(Slot::Pending(e)) => {
                 self.set(
