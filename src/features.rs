@@ -471,9 +471,9 @@ impl Encoder {
         match value {
             FeatureValue::Number(x) => {
                 let n = &self.cfg.auto_numeric;
-                let z = if self.auto_stats.len() < MAX_AUTO_SCALERS
-                    || self.auto_stats.contains_key(&name_h32)
-                {
+                let z = if let Some(stats) = self.auto_stats.get_mut(&name_h32) {
+                    scale(n, stats, *x)
+                } else if self.auto_stats.len() < MAX_AUTO_SCALERS {
                     scale(n, self.auto_stats.entry(name_h32).or_default(), *x)
                 } else {
                     prepare(n, *x)
