@@ -11,9 +11,11 @@
 //! | `meta`    | shard ++ `joiner` / `cut` | the shard's join state (watermark, waiting labels), the last cut |
 //!
 //! **Atomic cuts.** Changes made between two cuts stay in a per-shard overlay in memory (reads see
-//! it first) and reach fjall in one atomic batch, together with the shards' join state and the cut
-//! record, followed by an fsync of the journal. A crash therefore leaves the store exactly at its
-//! last committed cut: the worker writes its model checkpoint for cut V first, then commits the
+//! it first) and reach fjall together with the shards' join state and the cut record, followed by
+//! an fsync of the journal: in one atomic batch, or, with an undo log and
+//! `join.cut_batch_bytes` set, in batches of about that size (each with its before-images, the
+//! cut record last; opening the store rolls back a cut whose record was not written). A crash therefore leaves the store
+//! exactly at its last committed cut: the worker writes its model checkpoint for cut V first, then commits the
 //! store with tag V, and on restart restores the model checkpoint named by the store's tag.
 //! [`JoinStore::begin_commit`] writes the batch on a thread of its own: the overlay is frozen
 //! (reads see it, between a fresh overlay and the disk) until [`InFlight::finish`]. The
@@ -105,7 +107,27 @@ pub struct JoinStore {
     /// The undo log (only with `keep_cuts > 0`).
     undo: Option<Keyspace>,
     keep_cuts: u64,
+    /// With an undo log, a cut is written in batches of about this many bytes (see
+    /// [`ONE_BATCH`]).
+    cut_batch_bytes: usize,
+    /// Tests: a commit stops, as a crash would, after writing this many batches.
+    #[cfg(test)]
+    crash_after_batches: Option<usize>,
 }
+
+/// With an undo log, a cut may reach fjall in atomic batches of a bounded size
+/// ([`JoinStore::with_cut_batch_bytes`], `join.cut_batch_bytes`), each with the before-images of
+/// what it changes, and the cut record comes last: a crash between batches leaves a cut's first
+/// batches on disk, and opening the store rolls them back from the undo log. One batch for the
+/// whole cut (the default, and the only way without an undo log) holds a copy of every record it
+/// writes until the commit ends (a 100k-record cut: ~30 MiB on top of the memtables' own copy),
+/// and its records all go into the active memtables, past their configured size; bounded
+/// batches let the engine rotate memtables (and apply its write stalls) between them, which
+/// costs throughput.
+const ONE_BATCH: usize = usize::MAX;
+
+/// Per record in a batch, besides its key and value (the batch's item).
+const BATCH_ITEM_BYTES: usize = 48;
 
 /// One before-image in the undo log: what a key held before a cut changed it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +155,8 @@ struct UndoWriter<'a> {
     chunk: u32,
     records: Vec<UndoRecord>,
     bytes: usize,
+    /// Bytes of the chunks flushed into the caller's current batch.
+    batched: usize,
 }
 
 impl UndoWriter<'_> {
@@ -169,11 +193,9 @@ impl UndoWriter<'_> {
         if self.records.is_empty() {
             return;
         }
-        batch.insert(
-            log,
-            undo_key(self.seq, self.shard, self.chunk),
-            postcard::to_stdvec(&self.records).unwrap_or_default(),
-        );
+        let chunk = postcard::to_stdvec(&self.records).unwrap_or_default();
+        self.batched += chunk.len();
+        batch.insert(log, undo_key(self.seq, self.shard, self.chunk), chunk);
         self.chunk += 1;
         self.records.clear();
         self.bytes = 0;
@@ -267,19 +289,64 @@ impl JoinStore {
         let entries = db.keyspace("entries", || keyspace_options(true))?;
         let by_time = db.keyspace("by_time", || keyspace_options(false))?;
         let meta = db.keyspace("meta", || keyspace_options(true))?;
-        let undo = if keep_cuts > 0 {
+        // Opened without an undo log too if one is there: a run that kept one may have left
+        // a cut half written.
+        let log = if keep_cuts > 0 || db.keyspace_exists("undo") {
             Some(db.keyspace("undo", || keyspace_options(false))?)
         } else {
             None
         };
-        Ok(Self {
+        let mut store = Self {
             db,
             entries,
             by_time,
             meta,
-            undo,
+            undo: log,
             keep_cuts,
-        })
+            cut_batch_bytes: ONE_BATCH,
+            #[cfg(test)]
+            crash_after_batches: None,
+        };
+        store.roll_back_unfinished_cut()?;
+        if keep_cuts == 0 {
+            store.undo = None;
+        }
+        Ok(store)
+    }
+
+    /// Sets the size of the batches a cut is written in when the store keeps an undo log; 0
+    /// (the default) writes each cut as one batch. See [`ONE_BATCH`] for the trade.
+    pub fn with_cut_batch_bytes(mut self, bytes: usize) -> Self {
+        self.cut_batch_bytes = if bytes == 0 { ONE_BATCH } else { bytes };
+        self
+    }
+
+    /// Undoes what a cut that did not finish wrote (its batches before the cut record), from
+    /// its before-images in the undo log.
+    fn roll_back_unfinished_cut(&self) -> Result<(), StoreError> {
+        let Some(log) = &self.undo else {
+            return Ok(());
+        };
+        let last = self.last_cut()?.map_or(0, |c| c.seq);
+        let mut unfinished = std::collections::BTreeSet::new();
+        for kv in log.range((last + 1).to_be_bytes()..) {
+            let k = kv.key()?;
+            let seq = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Decode("malformed undo key".into()))?;
+            unfinished.insert(seq);
+        }
+        if unfinished.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            last_cut = last,
+            unfinished = ?unfinished,
+            "join store: rolling back a cut that was not finished"
+        );
+        self.apply_undo(log, unfinished.into_iter().rev())
     }
 
     /// The last committed cut (`None` for a new store).
@@ -409,7 +476,12 @@ impl JoinStore {
             seq: self.last_cut()?.map_or(1, |c| c.seq + 1),
             tag,
         };
-        let mut batch = self.db.batch();
+        let mut out = CutBatch {
+            store: self,
+            batch: self.db.batch(),
+            bytes: 0,
+            written: 0,
+        };
         let keep = self.undo.is_some();
         let mut undo = UndoWriter {
             log: self.undo.as_ref(),
@@ -418,6 +490,7 @@ impl JoinStore {
             chunk: 0,
             records: Vec::new(),
             bytes: 0,
+            batched: 0,
         };
         for s in shards {
             // In key order: the memtable's skiplist then finds each insert's place along a path
@@ -428,7 +501,7 @@ impl JoinStore {
                 let key = entry_key(s.shard, id);
                 if keep {
                     undo.push(
-                        &mut batch,
+                        &mut out.batch,
                         s.shard,
                         PART_ENTRIES,
                         &key,
@@ -436,19 +509,29 @@ impl JoinStore {
                     );
                 }
                 match &change.slot {
-                    Some(slot) => batch.insert(&self.entries, key, encode_slot(slot)),
-                    None => batch.remove(&self.entries, key),
+                    Some(slot) => {
+                        let value = encode_slot(slot);
+                        out.bytes += key.len() + value.len() + BATCH_ITEM_BYTES;
+                        out.batch.insert(&self.entries, key, value)
+                    }
+                    None => {
+                        out.bytes += key.len() + BATCH_ITEM_BYTES;
+                        out.batch.remove(&self.entries, key)
+                    }
                 }
+                out.write_if_full(&mut undo)?;
             }
             for ((ts, id), change) in &s.frozen.times {
                 let key = time_key(s.shard, *ts, id);
                 let before = change.committed.then(Vec::new);
-                undo.push(&mut batch, s.shard, PART_TIME, &key, before);
+                undo.push(&mut out.batch, s.shard, PART_TIME, &key, before);
+                out.bytes += key.len() + BATCH_ITEM_BYTES;
                 if change.present {
-                    batch.insert(&self.by_time, key, [])
+                    out.batch.insert(&self.by_time, key, [])
                 } else {
-                    batch.remove(&self.by_time, key)
+                    out.batch.remove(&self.by_time, key)
                 }
+                out.write_if_full(&mut undo)?;
             }
             let mkey = meta_key(s.shard);
             let before = if keep {
@@ -456,17 +539,19 @@ impl JoinStore {
             } else {
                 None
             };
-            undo.push(&mut batch, s.shard, PART_META, &mkey, before);
+            undo.push(&mut out.batch, s.shard, PART_META, &mkey, before);
             let meta = ShardMeta {
                 len: s.len,
                 joiner: Some(s.joiner.clone()),
             };
-            batch.insert(
+            out.batch.insert(
                 &self.meta,
                 mkey,
                 postcard::to_stdvec(&meta).unwrap_or_default(),
             );
         }
+        // The last batch: the cut record, and with it the cut is whole.
+        let mut batch = out.batch;
         let before = self.meta.get(CUT_KEY)?.map(|v| v.to_vec());
         undo.push(&mut batch, u32::MAX, PART_META, CUT_KEY, before);
         undo.flush(&mut batch);
@@ -513,10 +598,21 @@ impl JoinStore {
                 oldest.saturating_sub(1)
             )));
         }
+        self.apply_undo(log, (seq + 1..=current).rev())?;
+        Ok(self.last_cut()?.unwrap_or_default())
+    }
+
+    /// Restores the before-images of the cuts `newest_first` and forgets their undo records,
+    /// in one batch, durably.
+    fn apply_undo(
+        &self,
+        log: &Keyspace,
+        newest_first: impl IntoIterator<Item = u64>,
+    ) -> Result<(), StoreError> {
         // Newest cut first, so each key ends at its before-image of the oldest undone cut.
         let mut images: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
         let mut batch = self.db.batch();
-        for undone in (seq + 1..=current).rev() {
+        for undone in newest_first {
             for kv in log.prefix(undone.to_be_bytes()) {
                 let (k, v) = kv.into_inner()?;
                 for rec in decode_undo(&v)? {
@@ -538,7 +634,7 @@ impl JoinStore {
         }
         batch.commit()?;
         self.db.persist(PersistMode::SyncAll)?;
-        Ok(self.last_cut()?.unwrap_or_default())
+        Ok(())
     }
 
     /// Deletes everything of `shard` (a partition that moved away), durably.
@@ -652,6 +748,38 @@ struct TimeChange {
     present: bool,
     /// Whether it was committed before its first change since the cut (for the undo log).
     committed: bool,
+}
+
+/// The batch a cut is being written into: with an undo log and bounded batches it goes to fjall
+/// whenever it holds about the store's batch size (see [`ONE_BATCH`]); else the whole cut is one
+/// batch.
+struct CutBatch<'a> {
+    store: &'a JoinStore,
+    batch: OwnedWriteBatch,
+    /// Approximate bytes of the records in `batch`.
+    bytes: usize,
+    /// Batches written so far.
+    written: usize,
+}
+
+impl CutBatch<'_> {
+    /// Writes the batch, with the before-images of what it changes, if it is full.
+    fn write_if_full(&mut self, undo: &mut UndoWriter<'_>) -> Result<(), StoreError> {
+        if undo.log.is_none() || self.bytes + undo.bytes + undo.batched < self.store.cut_batch_bytes
+        {
+            return Ok(());
+        }
+        undo.flush(&mut self.batch);
+        std::mem::replace(&mut self.batch, self.store.db.batch()).commit()?;
+        self.bytes = 0;
+        undo.batched = 0;
+        self.written += 1;
+        #[cfg(test)]
+        if self.store.crash_after_batches == Some(self.written) {
+            return Err(StoreError::Engine("simulated crash".into()));
+        }
+        Ok(())
+    }
 }
 
 /// A shard's changes of one cut, frozen while a commit writes them (reads still see them).
@@ -992,7 +1120,7 @@ mod tests {
     use super::*;
     use crate::config::JoinConfig;
     use crate::join::tests::{cfg, entry, label, outcome_table};
-    use crate::join::{InsertOutcome, Joiner, MemoryBackend, Swept};
+    use crate::join::{InsertOutcome, Joiner, LabelOutcome, MemoryBackend, Swept};
     use proptest::prelude::*;
 
     fn reopen(store: &JoinStore, shard: u32, c: &JoinConfig) -> Joiner<DiskShard> {
@@ -1071,6 +1199,63 @@ mod tests {
         log.prefix(seq.to_be_bytes())
             .map(|kv| kv.key().expect("undo").to_vec())
             .collect()
+    }
+
+    /// With an undo log a cut reaches the disk in several batches; a crash after some of them
+    /// leaves those on disk, and opening the store (with or without an undo log now) rolls
+    /// them back: the store is exactly at its last cut, and goes on from there.
+    #[test]
+    fn a_cut_cut_short_between_its_batches_is_rolled_back_on_open() {
+        let c = cfg();
+        for keep_on_reopen in [1, 0] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let committed;
+            {
+                let mut store = JoinStore::open(dir.path(), 1 << 20, 1)
+                    .expect("open")
+                    .with_cut_batch_bytes(64 << 10);
+                let mut j = reopen(&store, 0, &c);
+                for i in 0..1000 {
+                    assert_eq!(
+                        j.insert(&format!("a{i:04}"), entry(i)),
+                        InsertOutcome::Stored
+                    );
+                }
+                commit(&store, &mut j, 1);
+                committed = reopen(&store, 0, &c).backend_mut().slots();
+                assert_eq!(committed.len(), 1000);
+                // The next cut joins committed entries and adds new ones.
+                for i in 0..500 {
+                    assert!(matches!(
+                        j.label(label(&format!("a{i:04}"), true, 2000)),
+                        LabelOutcome::Joined(_)
+                    ));
+                }
+                for i in 0..5000 {
+                    let id = format!("b{i:05}");
+                    assert_eq!(j.insert(&id, entry(1000 + i)), InsertOutcome::Stored);
+                }
+                store.crash_after_batches = Some(2);
+                let state = j.state().clone();
+                let crashed = store.commit(2, &mut [(j.backend_mut(), &state)]);
+                assert!(crashed.is_err(), "the commit was to stop");
+                // Part of cut 2 is on disk (else this test would prove nothing).
+                assert!(!undo_keys(&store, 2).is_empty());
+                assert_ne!(reopen(&store, 0, &c).backend_mut().slots(), committed);
+                assert_eq!(store.last_cut().expect("cut"), Some(Cut { seq: 1, tag: 1 }));
+            }
+            let store = JoinStore::open(dir.path(), 1 << 20, keep_on_reopen).expect("reopen");
+            assert_eq!(store.last_cut().expect("cut"), Some(Cut { seq: 1, tag: 1 }));
+            let mut j = reopen(&store, 0, &c);
+            assert_eq!(j.backend_mut().slots(), committed, "keep {keep_on_reopen}");
+            assert_eq!(j.backend().len(), 1000);
+            if keep_on_reopen > 0 {
+                assert!(undo_keys(&store, 2).is_empty(), "the undone records stay");
+            }
+            assert_eq!(j.insert("c", entry(5)), InsertOutcome::Stored);
+            assert_eq!(commit(&store, &mut j, 3), Cut { seq: 2, tag: 3 });
+            assert_eq!(reopen(&store, 0, &c).backend_mut().slots().len(), 1001);
+        }
     }
 
     /// A cut that changes many keys writes its before-images in several chunks, and a rollback
