@@ -1378,32 +1378,21 @@ mod tests {
             let mut a = reopen(&store, 0, &c);
             assert_eq!(a.backend().len(), 150, "{case}");
             assert_eq!(reopen(&store, 1, &c).backend().len(), 100, "{case}");
+            // The unfinished cut's undo records are gone, those of the cuts before it kept (a
+            // store reopened without an undo log is checked with one again).
+            let undo_log_intact = |s: &JoinStore| {
+                assert!(undo_keys(s, 3).is_empty(), "{case}: cut 3's records go");
+                assert_eq!(s.rollback_to(1).expect("rollback"), Cut { seq: 1, tag: 1 });
+                assert_eq!(dump(s), at_cut1, "{case}: cut 2's undo log was kept");
+            };
             if keep_on_reopen > 0 {
-                assert!(
-                    undo_keys(&store, 3).is_empty(),
-                    "{case}: the unfinished cut's records go"
-                );
-                assert_eq!(
-                    store.rollback_to(1).expect("rollback"),
-                    Cut { seq: 1, tag: 1 }
-                );
-                assert_eq!(dump(&store), at_cut1, "{case}: cut 2's undo log was kept");
+                undo_log_intact(&store);
                 a = reopen(&store, 0, &c);
             } else {
                 drop(a);
                 drop(store);
-                // The open without an undo log removed the unfinished cut's records and left
-                // those of the cuts before.
                 let kept = JoinStore::open(dir.path(), 1 << 20, 1).expect("reopen");
-                assert!(
-                    undo_keys(&kept, 3).is_empty(),
-                    "{case}: the unfinished cut's records go"
-                );
-                assert_eq!(
-                    kept.rollback_to(1).expect("rollback"),
-                    Cut { seq: 1, tag: 1 }
-                );
-                assert_eq!(dump(&kept), at_cut1, "{case}");
+                undo_log_intact(&kept);
                 drop(kept);
                 let store = JoinStore::open(dir.path(), 1 << 20, 0).expect("reopen");
                 let mut a = reopen(&store, 0, &c);
