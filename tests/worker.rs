@@ -506,7 +506,11 @@ fn crash_at_random_points_ends_in_the_uninterrupted_model() {
     assert_eq!(got, want_ids, "no event without a prediction");
     assert_eq!(
         after["counters"]["updates"],
-        reference["counters"]["updates"]
+        reference["counters"]["updates"],
+        "every label applied once; seed {seed}; counters {} against {}; log:\n{}",
+        after["counters"],
+        reference["counters"],
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     assert_eq!(
         after["counters"]["updates"].as_u64(),
