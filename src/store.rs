@@ -220,6 +220,13 @@ fn undo_key(seq: u64, shard: u32, n: u32) -> Vec<u8> {
     k
 }
 
+/// The cut an undo-log key belongs to (its first 8 bytes); `None` for a malformed key.
+fn undo_seq(key: &[u8]) -> Option<u64> {
+    key.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
 impl std::fmt::Debug for JoinStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JoinStore").finish_non_exhaustive()
@@ -338,11 +345,7 @@ impl JoinStore {
         };
         let mut unfinished = std::collections::BTreeSet::new();
         for kv in log.range(next.to_be_bytes()..) {
-            let k = kv.key()?;
-            let seq = k
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
+            let seq = undo_seq(&kv.key()?)
                 .ok_or_else(|| StoreError::Decode("malformed undo key".into()))?;
             unfinished.insert(seq);
         }
@@ -547,15 +550,8 @@ impl JoinStore {
             slots.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (id, change) in slots {
                 let key = entry_key(s.shard, id);
-                if keep {
-                    undo.push(
-                        &mut out.batch,
-                        s.shard,
-                        PART_ENTRIES,
-                        &key,
-                        change.before.clone(),
-                    );
-                }
+                let before = change.before.clone();
+                undo.push(&mut out.batch, s.shard, PART_ENTRIES, &key, before);
                 match &change.slot {
                     Some(slot) => {
                         let value = encode_slot(slot);
@@ -635,12 +631,7 @@ impl JoinStore {
         };
         // The undo log covers the cuts from the oldest one it holds to `current`, contiguously.
         let oldest = match log.first_key_value() {
-            Some(kv) => {
-                let k = kv.key()?;
-                k.get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(current + 1, u64::from_be_bytes)
-            }
+            Some(kv) => undo_seq(&kv.key()?).unwrap_or(current + 1),
             None => current + 1,
         };
         if seq > current || seq + 1 < oldest {
