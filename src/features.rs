@@ -107,6 +107,28 @@ impl Encoded {
         self.origin.clear();
         self.ignored = 0;
     }
+
+    /// Removes the slots at `positions` (ascending), keeping the others in order.
+    fn remove(&mut self, positions: impl Iterator<Item = usize>) {
+        let mut positions = positions.peekable();
+        let mut kept = 0;
+        for k in 0..self.len() {
+            if positions.next_if_eq(&k).is_some() {
+                continue;
+            }
+            self.x.idx[kept] = self.x.idx[k];
+            self.x.val[kept] = self.x.val[k];
+            self.origin[kept] = self.origin[k];
+            kept += 1;
+        }
+        self.x.idx.truncate(kept);
+        self.x.val.truncate(kept);
+        self.origin.truncate(kept);
+    }
+
+    fn len(&self) -> usize {
+        self.x.len()
+    }
 }
 
 /// Welford's running mean and variance.
@@ -129,13 +151,19 @@ impl Welford {
         self.m2 += d * (x - self.mean);
     }
 
-    /// Sample standard deviation (0 with fewer than two values).
-    pub fn std(&self) -> f64 {
+    /// Sample variance (0 with fewer than two values).
+    #[inline]
+    pub fn variance(&self) -> f64 {
         if self.n < 2 {
             0.0
         } else {
-            (self.m2 / (self.n - 1) as f64).sqrt()
+            self.m2 / (self.n - 1) as f64
         }
+    }
+
+    /// Sample standard deviation (0 with fewer than two values).
+    pub fn std(&self) -> f64 {
+        self.variance().sqrt()
     }
 }
 
@@ -188,6 +216,22 @@ pub struct ScalerState {
     pub auto: Vec<(u32, Welford)>,
 }
 
+/// A numeric value of the event being encoded, waiting to be scaled into the slot reserved for
+/// it: the raw value, then its scaled value; and the statistics it is scaled with.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    slot: u32,
+    x: f64,
+    stats: Stats,
+}
+
+/// Whose statistics scale a numeric value.
+#[derive(Debug, Clone, Copy)]
+enum Stats {
+    Declared(u32),
+    Auto(u32),
+}
+
 /// Per-event scratch: the cross key and value of each declared feature.
 #[derive(Debug, Clone, Copy, Default)]
 struct CrossSide {
@@ -205,9 +249,33 @@ pub struct Encoder {
     by_name: HashedMap<Vec<u32>>,
     crosses: Vec<(u32, u32, String)>,
     declared_stats: Vec<Welford>,
-    auto_stats: HashedMap<Welford>,
+    /// Auto-learned numeric features' statistics by full name hash, in creation order, and
+    /// where each hash's are.
+    auto_stats: Vec<(u32, Welford)>,
+    auto_index: HashedMap<u32>,
     seen: Vec<bool>,
     sides: Vec<CrossSide>,
+    /// The name resolved at each feature position of the last events.
+    names: Vec<NameSlot>,
+    /// The event's numeric values, scaled after its other features are encoded.
+    pending: Vec<Pending>,
+}
+
+/// What the feature name at one position of an event resolved to. Producers send their fields
+/// in the same order event after event, so the name at position i is usually the one resolved
+/// there last time: comparing it to the remembered one replaces hashing it and looking it up.
+/// The resolution depends on the name and the fixed schema only, so a remembered one never
+/// goes stale; a position whose name changed is resolved again and remembered instead.
+#[derive(Debug, Clone, Default)]
+struct NameSlot {
+    name: String,
+    /// Hash state after the name (categorical values continue it).
+    hash: Option<Murmur3>,
+    name_h32: u32,
+    /// The declared feature of that name.
+    decl: Option<u32>,
+    /// Where its statistics are when it is an auto-learned numeric feature (set on first use).
+    auto: Option<u32>,
 }
 
 impl Encoder {
@@ -270,9 +338,12 @@ impl Encoder {
             by_name,
             crosses,
             declared_stats: vec![Welford::default(); n],
-            auto_stats: HashedMap::default(),
+            auto_stats: Vec::new(),
+            auto_index: HashedMap::default(),
             seen: vec![false; n],
             sides: vec![CrossSide::default(); n],
+            names: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -283,7 +354,7 @@ impl Encoder {
 
     /// The scaling statistics, for snapshots.
     pub fn scaler_state(&self) -> ScalerState {
-        let mut auto: Vec<(u32, Welford)> = self.auto_stats.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut auto = self.auto_stats.clone();
         auto.sort_by_key(|(k, _)| *k);
         ScalerState {
             declared: self.declared_stats.clone(),
@@ -296,23 +367,22 @@ impl Encoder {
         if s.declared.len() == self.declared_stats.len() {
             self.declared_stats.clone_from(&s.declared);
         }
-        self.auto_stats = s.auto.iter().copied().collect();
+        self.auto_stats.clone_from(&s.auto);
+        self.auto_index = (s.auto.iter().enumerate())
+            .map(|(k, (h, _))| (*h, k as u32))
+            .collect();
+        // The positions remember indices into the statistics replaced here.
+        self.names.clear();
     }
 
     /// Encodes `ev` into `out` (cleared first), updating online scaling statistics.
     pub fn encode(&mut self, ev: &RawEvent<'_>, out: &mut Encoded) -> Result<(), DecodeError> {
         out.clear();
+        self.pending.clear();
         self.seen.iter_mut().for_each(|s| *s = false);
         for (i, (name, value)) in ev.features.iter().enumerate() {
+            let (h, name_h32, decl) = self.resolve(i, name);
             let i = i as u32;
-            let mut h = Murmur3::new(self.seed);
-            h.write(name.as_bytes());
-            let name_h32 = h.finish();
-            let decl = self.by_name.get(&name_h32).and_then(|c| {
-                c.iter()
-                    .copied()
-                    .find(|&d| self.declared[d as usize].name == **name)
-            });
             match decl {
                 Some(d) => self.encode_declared(d, i, name, value, out)?,
                 None => match self.cfg.undeclared {
@@ -327,6 +397,7 @@ impl Encoder {
                 },
             }
         }
+        self.scale_pending(out);
         for d in 0..self.declared.len() {
             if !self.seen[d] {
                 self.encode_missing(d as u32, out);
@@ -348,6 +419,104 @@ impl Encoder {
             }
         }
         Ok(())
+    }
+
+    /// The hash state after `name`, its 32-bit hash and its declared feature, for the name at
+    /// position `pos` of an event.
+    #[inline]
+    fn resolve(&mut self, pos: usize, name: &str) -> (Murmur3, u32, Option<u32>) {
+        if let Some(NameSlot {
+            name: known,
+            hash: Some(h),
+            name_h32,
+            decl,
+            ..
+        }) = self.names.get(pos)
+            && known == name
+        {
+            return (h.clone(), *name_h32, *decl);
+        }
+        let mut h = Murmur3::new(self.seed);
+        h.write(name.as_bytes());
+        let name_h32 = h.finish();
+        let decl = self.by_name.get(&name_h32).and_then(|c| {
+            c.iter()
+                .copied()
+                .find(|&d| self.declared[d as usize].name == name)
+        });
+        if pos >= self.names.len() {
+            self.names.resize_with(pos + 1, NameSlot::default);
+        }
+        let slot = &mut self.names[pos];
+        slot.name.clear();
+        slot.name.push_str(name);
+        (slot.hash, slot.name_h32, slot.decl) = (Some(h.clone()), name_h32, decl);
+        slot.auto = None;
+        (h, name_h32, decl)
+    }
+
+    /// Index of the statistics of the auto-learned numeric feature at position `pos` (resolved
+    /// to `name_h32`), created on first sight while fewer than [`MAX_AUTO_SCALERS`] exist.
+    #[inline]
+    fn auto_slot(&mut self, pos: usize, name_h32: u32) -> Option<u32> {
+        if let Some(k) = self.names.get(pos).and_then(|s| s.auto) {
+            return Some(k);
+        }
+        let k = match self.auto_index.get(&name_h32) {
+            Some(&k) => k,
+            None if self.auto_stats.len() < MAX_AUTO_SCALERS => {
+                let k = self.auto_stats.len() as u32;
+                self.auto_stats.push((name_h32, Welford::default()));
+                self.auto_index.insert(name_h32, k);
+                k
+            }
+            None => return None,
+        };
+        if let Some(slot) = self.names.get_mut(pos) {
+            slot.auto = Some(k);
+        }
+        Some(k)
+    }
+
+    /// Reserves the slot of a numeric value, scaled by [`Self::scale_pending`].
+    fn defer(&mut self, out: &mut Encoded, bucket: u32, x: f64, stats: Stats, origin: Origin) {
+        let slot = out.len() as u32;
+        self.pending.push(Pending { slot, x, stats });
+        out.push(bucket, 0.0, origin);
+    }
+
+    /// Scales the event's numeric values into their slots, in feature order, updating the
+    /// statistics as it goes, then removes the slots whose value is exactly 0, as for any
+    /// feature whose value is 0. The values are scaled once the event's features are encoded,
+    /// so an event refused while encoding updates no statistics.
+    fn scale_pending(&mut self, out: &mut Encoded) {
+        let mut zeros = false;
+        for p in &mut self.pending {
+            let (n, stats) = match p.stats {
+                Stats::Declared(d) => (
+                    &self.declared[d as usize].numeric,
+                    &mut self.declared_stats[d as usize],
+                ),
+                Stats::Auto(k) => (&self.cfg.auto_numeric, &mut self.auto_stats[k as usize].1),
+            };
+            let x = prepare(n, p.x);
+            stats.push(x);
+            let z = standardize(n, x, stats.mean, stats.variance());
+            if let Stats::Declared(d) = p.stats {
+                let key = self.declared[d as usize].name_h32;
+                self.sides[d as usize] = CrossSide { key, value: z };
+            }
+            out.x.val[p.slot as usize] = z as f32;
+            p.x = z;
+            zeros |= z == 0.0;
+        }
+        if zeros {
+            out.remove(
+                (self.pending.iter())
+                    .filter(|p| p.x == 0.0)
+                    .map(|p| p.slot as usize),
+            );
+        }
     }
 
     fn encode_declared(
@@ -375,14 +544,8 @@ impl Encoder {
                 self.encode_missing(d, out);
             }
             (Kind::Numeric, FeatureValue::Number(x)) => {
-                let (key, z) = (
-                    decl.name_h32,
-                    scale(&decl.numeric, &mut self.declared_stats[du], *x),
-                );
-                self.sides[du] = CrossSide { key, value: z };
-                if z != 0.0 {
-                    out.push(key & self.mask, z, Origin::Raw(i));
-                }
+                let bucket = decl.name_h32 & self.mask;
+                self.defer(out, bucket, *x, Stats::Declared(d), Origin::Raw(i));
             }
             (Kind::Numeric, _) => return wrong("numeric"),
             (Kind::Categorical { accept_numbers }, v) => {
@@ -427,7 +590,9 @@ impl Encoder {
                 let z = match n.missing {
                     MissingNumeric::Mean => 0.0,
                     MissingNumeric::Constant => {
-                        scale_with(n, &self.declared_stats[du], prepare(n, n.missing_value))
+                        let stats = &self.declared_stats[du];
+                        let x = prepare(n, n.missing_value);
+                        standardize(n, x, stats.mean, stats.variance())
                     }
                 };
                 self.sides[du] = CrossSide {
@@ -470,16 +635,15 @@ impl Encoder {
     ) {
         match value {
             FeatureValue::Number(x) => {
-                let n = &self.cfg.auto_numeric;
-                let z = if let Some(stats) = self.auto_stats.get_mut(&name_h32) {
-                    scale(n, stats, *x)
-                } else if self.auto_stats.len() < MAX_AUTO_SCALERS {
-                    scale(n, self.auto_stats.entry(name_h32).or_default(), *x)
-                } else {
-                    prepare(n, *x)
-                };
-                if z != 0.0 {
-                    out.push(name_h32 & self.mask, z, Origin::Raw(i));
+                let bucket = name_h32 & self.mask;
+                match self.auto_slot(i as usize, name_h32) {
+                    Some(k) => self.defer(out, bucket, *x, Stats::Auto(k), Origin::Raw(i)),
+                    None => {
+                        let z = prepare(&self.cfg.auto_numeric, *x);
+                        if z != 0.0 {
+                            out.push(bucket, z, Origin::Raw(i));
+                        }
+                    }
                 }
             }
             FeatureValue::Str(s) => {
@@ -574,20 +738,16 @@ fn prepare(n: &NumericFeature, x: f64) -> f64 {
     }
 }
 
-/// Clip, transform, update the running statistics, standardize, clip to ±clip_z.
-fn scale(n: &NumericFeature, stats: &mut Welford, x: f64) -> f64 {
-    let x = prepare(n, x);
-    stats.push(x);
-    scale_with(n, stats, x)
-}
-
-fn scale_with(n: &NumericFeature, stats: &Welford, x: f64) -> f64 {
+/// Standardize a transformed value `x` (with the running `mean` and `var`iance when the scaling
+/// is online), then clip to ±clip_z.
+#[inline]
+fn standardize(n: &NumericFeature, x: f64, mean: f64, var: f64) -> f64 {
     let z = match n.scaling {
         Scaling::None => x,
         Scaling::Fixed => (x - n.mean) / n.std,
         Scaling::Online => {
-            let sd = stats.std();
-            if sd > 0.0 { (x - stats.mean) / sd } else { 0.0 }
+            let sd = var.sqrt();
+            if sd > 0.0 { (x - mean) / sd } else { 0.0 }
         }
     };
     if n.clip_z > 0.0 {
@@ -775,5 +935,112 @@ mod tests {
         let s = enc.scaler_state().declared[0];
         assert_eq!(s.mean, 5.0);
         assert!((s.std() - 10f64.sqrt()).abs() < 1e-12);
+    }
+
+    /// Events whose features arrive in changing orders and subsets (so the names remembered
+    /// per position keep going stale) encode to the same slots and values, and leave the same
+    /// statistics, as the same events with their features always in one order.
+    #[test]
+    fn feature_order_does_not_change_the_encoding() {
+        let mut c = cfg();
+        c.numeric.insert("amount".into(), NumericFeature::default());
+        let (mut shuffled, mut sorted) = (Encoder::new(&c), Encoder::new(&c));
+        let mut rng = crate::simulate::Rng::new(7);
+        let pool = [
+            "amount",
+            "country",
+            "new_device",
+            "a1",
+            "a2",
+            "s1",
+            "b1",
+            "n1",
+        ];
+        for _ in 0..2000 {
+            let mut fields: Vec<(&str, String)> = Vec::new();
+            for name in pool {
+                if rng.uniform() < 0.3 {
+                    continue;
+                }
+                let v = match name {
+                    "country" | "s1" => format!("\"v{}\"", rng.below(5)),
+                    "new_device" | "b1" => (rng.uniform() < 0.5).to_string(),
+                    "n1" => "null".to_string(),
+                    _ => format!("{:.3}", rng.normal() * 10.0),
+                };
+                fields.push((name, v));
+            }
+            let json = |fields: &[(&str, String)]| {
+                let body: Vec<String> =
+                    fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!(r#"{{"id":"a","features":{{{}}}}}"#, body.join(","))
+            };
+            let canonical = json(&fields);
+            for k in (1..fields.len()).rev() {
+                fields.swap(k, rng.below(k as u64 + 1) as usize);
+            }
+            let slots = |out: Encoded| {
+                let mut v: Vec<(u32, u32)> =
+                    (out.x.iter()).map(|(i, x)| (i, x.to_bits())).collect();
+                v.sort_unstable();
+                v
+            };
+            let a = slots(encode(&mut shuffled, &json(&fields)).expect("valid"));
+            let b = slots(encode(&mut sorted, &canonical).expect("valid"));
+            assert_eq!(a, b, "{canonical}");
+        }
+        assert_eq!(shuffled.scaler_state(), sorted.scaler_state());
+        assert_eq!(shuffled.scaler_state().auto.len(), 2, "a1 and a2");
+    }
+
+    /// An event refused while it is encoded (here for its third feature) leaves every scaling
+    /// statistic as it was, those of the numeric features before the bad one included.
+    #[test]
+    fn a_refused_event_updates_no_statistics() {
+        let mut c = cfg();
+        c.numeric.insert("amount".into(), NumericFeature::default());
+        let mut enc = Encoder::new(&c);
+        for x in [1.0, 4.0, 2.0] {
+            let json = format!(r#"{{"id":"a","features":{{"amount":{x},"a1":{x}}}}}"#);
+            encode(&mut enc, &json).expect("valid");
+        }
+        let before = enc.scaler_state();
+        let bad = r#"{"id":"a","features":{"amount":9,"a1":9,"country":5}}"#;
+        let err = encode(&mut enc, bad).expect_err("country is categorical");
+        assert_eq!(err.reason, Reason::InvalidFeatureValue);
+        assert_eq!(enc.scaler_state(), before);
+        assert_eq!(before.declared[0].n, 3);
+    }
+
+    /// Restoring statistics into an encoder that has already encoded events (a rollback)
+    /// gives the encoding a fresh encoder restored from them gives, whatever order the used
+    /// encoder first met its features in (the restored statistics are ordered by name hash).
+    #[test]
+    fn restored_statistics_replace_what_the_encoder_remembered() {
+        let c = cfg();
+        let ev = |a: f64, b: f64| format!(r#"{{"id":"a","features":{{"a1":{a},"a2":{b}}}}}"#);
+        let mut first = Encoder::new(&c);
+        for k in 0..5 {
+            encode(&mut first, &ev(f64::from(k), f64::from(k * 7))).expect("valid");
+        }
+        let state = first.scaler_state();
+        for alone in ["a1", "a2"] {
+            // Met `alone` first, then both at the positions `ev` puts them.
+            let mut used = Encoder::new(&c);
+            let json = format!(r#"{{"id":"a","features":{{"{alone}":2}}}}"#);
+            encode(&mut used, &json).expect("valid");
+            for k in 0..5 {
+                encode(&mut used, &ev(f64::from(-k), f64::from(k))).expect("valid");
+            }
+            used.restore_scaler(&state);
+            let mut fresh = Encoder::new(&c);
+            fresh.restore_scaler(&state);
+            let (a, b) = (
+                encode(&mut used, &ev(3.0, 3.0)).expect("valid"),
+                encode(&mut fresh, &ev(3.0, 3.0)).expect("valid"),
+            );
+            assert_eq!(a.x, b.x, "{alone} first");
+            assert_eq!(used.scaler_state(), fresh.scaler_state(), "{alone} first");
+        }
     }
 }
