@@ -1371,7 +1371,12 @@ impl Worker {
     /// Partitions are taken away: cut and commit first, then let go.
     fn revoke(&mut self, tpl: &TopicPartitionList) -> Result<(), WorkerError> {
         let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        info!(partitions = ?parts, model_version = self.engine.version(), "Partitions revoked: checkpoint and commit first");
+        info!(
+            partitions = ?parts,
+            model_version = self.engine.version(),
+            cut_in_flight = self.pending_cut.is_some(),
+            "Partitions revoked: checkpoint and commit first"
+        );
         // Shards are about to go: a cut in flight lands first (every branch below).
         if self.group.assignment_lost() {
             // The group already gave these partitions to someone else (session timed out): a
