@@ -266,11 +266,11 @@ pub struct Encoder {
 /// there last time: comparing it to the remembered one replaces hashing it and looking it up.
 /// The resolution depends on the name and the fixed schema only, so a remembered one never
 /// goes stale; a position whose name changed is resolved again and remembered instead.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct NameSlot {
     name: String,
     /// Hash state after the name (categorical values continue it).
-    hash: Option<Murmur3>,
+    hash: Murmur3,
     name_h32: u32,
     /// The declared feature of that name.
     decl: Option<u32>,
@@ -381,7 +381,7 @@ impl Encoder {
         self.pending.clear();
         self.seen.iter_mut().for_each(|s| *s = false);
         for (i, (name, value)) in ev.features.iter().enumerate() {
-            let (h, name_h32, decl) = self.resolve(i, name);
+            let (name_h32, decl) = self.resolve(i, name);
             let i = i as u32;
             match decl {
                 Some(d) => self.encode_declared(d, i, name, value, out)?,
@@ -393,7 +393,7 @@ impl Encoder {
                             format!("feature {name:?} is not declared in [features]"),
                         ));
                     }
-                    Undeclared::Auto => self.encode_auto(i, h, name_h32, value, out),
+                    Undeclared::Auto => self.encode_auto(i, name_h32, value, out),
                 },
             }
         }
@@ -421,20 +421,14 @@ impl Encoder {
         Ok(())
     }
 
-    /// The hash state after `name`, its 32-bit hash and its declared feature, for the name at
-    /// position `pos` of an event.
+    /// The 32-bit hash of `name` and its declared feature, for the name at position `pos` of an
+    /// event; afterwards `self.names[pos]` holds its resolution (with the hash state after it).
     #[inline]
-    fn resolve(&mut self, pos: usize, name: &str) -> (Murmur3, u32, Option<u32>) {
-        if let Some(NameSlot {
-            name: known,
-            hash: Some(h),
-            name_h32,
-            decl,
-            ..
-        }) = self.names.get(pos)
-            && known == name
+    fn resolve(&mut self, pos: usize, name: &str) -> (u32, Option<u32>) {
+        if let Some(slot) = self.names.get(pos)
+            && same_name(&slot.name, name)
         {
-            return (h.clone(), *name_h32, *decl);
+            return (slot.name_h32, slot.decl);
         }
         let mut h = Murmur3::new(self.seed);
         h.write(name.as_bytes());
@@ -445,14 +439,21 @@ impl Encoder {
                 .find(|&d| self.declared[d as usize].name == name)
         });
         if pos >= self.names.len() {
-            self.names.resize_with(pos + 1, NameSlot::default);
+            let blank = NameSlot {
+                name: String::new(),
+                hash: Murmur3::new(self.seed),
+                name_h32: 0,
+                decl: None,
+                auto: None,
+            };
+            self.names.resize(pos + 1, blank);
         }
         let slot = &mut self.names[pos];
         slot.name.clear();
         slot.name.push_str(name);
-        (slot.hash, slot.name_h32, slot.decl) = (Some(h.clone()), name_h32, decl);
+        (slot.hash, slot.name_h32, slot.decl) = (h, name_h32, decl);
         slot.auto = None;
-        (h, name_h32, decl)
+        (name_h32, decl)
     }
 
     /// Index of the statistics of the auto-learned numeric feature at position `pos` (resolved
@@ -625,14 +626,8 @@ impl Encoder {
         }
     }
 
-    fn encode_auto(
-        &mut self,
-        i: u32,
-        h: Murmur3,
-        name_h32: u32,
-        value: &FeatureValue<'_>,
-        out: &mut Encoded,
-    ) {
+    /// Encodes the undeclared feature at position `i` (resolved: `self.names[i]`).
+    fn encode_auto(&mut self, i: u32, name_h32: u32, value: &FeatureValue<'_>, out: &mut Encoded) {
         match value {
             FeatureValue::Number(x) => {
                 let bucket = name_h32 & self.mask;
@@ -647,7 +642,7 @@ impl Encoder {
                 }
             }
             FeatureValue::Str(s) => {
-                let mut h = h;
+                let mut h = self.names[i as usize].hash.clone();
                 h.write_u8(NAME_VALUE_SEP);
                 h.write(s.as_bytes());
                 out.push(h.finish() & self.mask, 1.0, Origin::Raw(i));
@@ -658,7 +653,7 @@ impl Encoder {
                 }
             }
             FeatureValue::Null => {
-                let mut h = h;
+                let mut h = self.names[i as usize].hash.clone();
                 h.write_u8(NAME_VALUE_SEP);
                 h.write(MISSING_VALUE);
                 out.push(h.finish() & self.mask, 1.0, Origin::RawMissing(i));
@@ -723,6 +718,33 @@ fn number_text(x: f64) -> String {
         format!("{}", x as i64)
     } else {
         format!("{x}")
+    }
+}
+
+/// `a == b`, for the short names features have without a call to `memcmp`: up to 16 bytes
+/// are compared as two words loaded from each end (overlapping when shorter), which together
+/// cover every byte; longer names compare as usual.
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let ends = |s: &[u8], w: usize| -> (u64, u64) {
+        let word = |at: usize| {
+            let mut v = [0u8; 8];
+            v[..w].copy_from_slice(&s[at..at + w]);
+            u64::from_le_bytes(v)
+        };
+        (word(0), word(n - w))
+    };
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => ends(a, 4) == ends(b, 4),
+        8..=16 => ends(a, 8) == ends(b, 8),
+        _ => a == b,
     }
 }
 
@@ -1041,6 +1063,23 @@ mod tests {
             );
             assert_eq!(a.x, b.x, "{alone} first");
             assert_eq!(used.scaler_state(), fresh.scaler_state(), "{alone} first");
+        }
+    }
+
+    /// `same_name` agrees with `==` on every pair of short strings that differ in one byte at
+    /// any position, and on equal ones (lengths 0 to 20: each of its branches and the fallback).
+    #[test]
+    fn same_name_is_string_equality() {
+        for n in 0..=20usize {
+            let a: String = (0..n).map(|k| char::from(b'a' + (k % 26) as u8)).collect();
+            assert!(same_name(&a, &a.clone()), "{a}");
+            for at in 0..n {
+                let mut b = a.clone().into_bytes();
+                b[at] = b'Z';
+                let b = String::from_utf8(b).expect("ascii");
+                assert!(!same_name(&a, &b), "{a} vs {b}");
+            }
+            assert!(!same_name(&a, &format!("{a}x")), "{a}: lengths differ");
         }
     }
 }
