@@ -756,7 +756,7 @@ fn prepare(n: &NumericFeature, x: f64) -> f64 {
     };
     match n.transform {
         Transform::None => x,
-        Transform::SignedLog1p => x.signum() * x.abs().ln_1p(),
+        Transform::SignedLog1p => x.signum() * crate::math::ln_1p(x.abs()),
     }
 }
 

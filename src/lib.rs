@@ -9,6 +9,7 @@
 //! - [`hash`]     — MurmurHash3 x86_32, the fixed hash behind categorical features.
 //! - [`features`] — the declared schema: numeric scaling/clipping, hashing, crosses, missing values.
 //! - [`model`]    — logistic regression: stable sigmoid and log loss, scoring, contributions.
+//! - [`math`]     — `exp`, `ln`, `ln_1p`, `powf` with the same bits on every machine.
 //! - [`optim`]    — SGD, AdaGrad and FTRL-Proximal updates with L1/L2, class weights, clipping.
 //! - [`drift`]    — PSI and KS per feature and on the score against a reference window.
 //! - [`guard`]    — guardrails: loss-spike pause, weight-change cap, skipped-update counts.
@@ -46,6 +47,7 @@ pub mod join;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod ks;
+pub mod math;
 pub mod merge;
 pub mod metrics;
 pub mod model;

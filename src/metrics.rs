@@ -263,7 +263,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 
 fn auc_bin(p: f64) -> usize {
     let p = p.clamp(1e-300, 1.0 - 1e-16);
-    let logit = (p / (1.0 - p)).ln().clamp(-LOGIT_RANGE, LOGIT_RANGE);
+    let logit = crate::math::ln(p / (1.0 - p)).clamp(-LOGIT_RANGE, LOGIT_RANGE);
     let b = ((logit + LOGIT_RANGE) / (2.0 * LOGIT_RANGE) * AUC_BINS as f64) as usize;
     b.min(AUC_BINS - 1)
 }

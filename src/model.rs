@@ -9,14 +9,15 @@ use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
 use crate::features::SparseVec;
+use crate::math;
 
 /// σ(z) = 1 / (1 + e^{−z}), evaluated without overflow for any finite z.
 #[inline]
 pub fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
+        1.0 / (1.0 + math::exp(-z))
     } else {
-        let e = z.exp();
+        let e = math::exp(z);
         e / (1.0 + e)
     }
 }
@@ -25,9 +26,9 @@ pub fn sigmoid(z: f64) -> f64 {
 #[inline]
 pub fn softplus(z: f64) -> f64 {
     if z > 0.0 {
-        z + (-z).exp().ln_1p()
+        z + math::ln_1p(math::exp(-z))
     } else {
-        z.exp().ln_1p()
+        math::ln_1p(math::exp(z))
     }
 }
 
@@ -45,7 +46,7 @@ pub const PROB_EPS: f64 = 1e-15;
 #[inline]
 pub fn log_loss_prob(p: f64, y: bool) -> f64 {
     let p = p.clamp(PROB_EPS, 1.0 - PROB_EPS);
-    if y { -p.ln() } else { -(1.0 - p).ln() }
+    if y { -math::ln(p) } else { -math::ln(1.0 - p) }
 }
 
 /// Weights of a logistic regression over `dim` hashed buckets plus an intercept (stored last).

@@ -147,7 +147,7 @@ impl Optimizer {
                 let eta = match c.schedule {
                     Schedule::Constant => c.learning_rate,
                     Schedule::InverseScaling => {
-                        c.learning_rate / ((1 + self.t) as f64).powf(c.power_t)
+                        c.learning_rate / crate::math::powf((1 + self.t) as f64, c.power_t)
                     }
                 };
                 let (w, w_b) = s.w.split_at_mut(m);
