@@ -201,4 +201,38 @@ mod tests {
         assert_eq!(f64::from_bits(EXP2_64[32]), std::f64::consts::SQRT_2);
         assert_eq!(f64::from_bits(EXP2_64[16]), 2f64.sqrt().sqrt());
     }
+
+    /// The bits every machine must produce, pinned so that a change of implementation (or of
+    /// the `libm` crate's version) that would re-map learned models shows up here. Computed once
+    /// with these functions on 2026-11-30; `exp`'s are within 1 ulp of glibc's (test above),
+    /// `ln`, `ln_1p` and `powf` are the `libm` crate 0.2.16's (musl's algorithms).
+    #[test]
+    fn golden_bits() {
+        let exp_golden = [
+            (-700.5, 0x00c4_ff47_5c68_ca02u64),
+            (-40.0, 0x3c53_9792_499b_1a24),
+            (-2.5, 0x3fb5_0385_c094_f425),
+            (-1e-9, 0x3fef_ffff_ff76_8fa1),
+            (0.5, 0x3ffa_6129_8e1e_069c),
+            (1.0, 0x4005_bf0a_8b14_5769),
+            (3.75, 0x4045_42b2_d0a2_66e7),
+            (20.0, 0x41bc_eb08_8b68_e804),
+            (700.25, 0x7f12_fd8e_4cbf_a413),
+        ];
+        for (x, bits) in exp_golden {
+            assert_eq!(exp(x).to_bits(), bits, "exp({x})");
+        }
+        let ln_golden = [
+            (1e-12, 0x3d71_9799_812d_e065u64, 0xc03b_a18a_998f_ffa0u64),
+            (0.25, 0x3fcc_8ff7_c79a_9a22, 0xbff6_2e42_fefa_39ef),
+            (12.5, 0x4004_d24e_f844_f614, 0x4004_34b1_382e_feb8),
+            (1234.5678, 0x401c_7a26_1545_ef30, 0x401c_7951_d517_91d7),
+        ];
+        for (x, log1p_bits, log_bits) in ln_golden {
+            assert_eq!(ln_1p(x).to_bits(), log1p_bits, "ln_1p({x})");
+            assert_eq!(ln(x).to_bits(), log_bits, "ln({x})");
+        }
+        assert_eq!(powf(1001.0, 0.25).to_bits(), 0x4016_7fd0_70ff_6be9);
+        assert_eq!(powf(12345.0, 0.5).to_bits(), 0x405b_c6ea_61ac_33c6);
+    }
 }
