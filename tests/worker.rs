@@ -449,10 +449,12 @@ fn crash_at_random_points_ends_in_the_uninterrupted_model() {
 
     // Crashed `kills` times at random points (by progress: predictions seen so far), spread
     // over the stream: the i-th in the i-th of `kills` equal slices of 5 %..95 %.
-    let seed = std::time::SystemTime::now()
+    // STREAMLR_CRASH_SEED repeats a run's kill points (printed below); the kills then land at
+    // the same progress, not at the same instant.
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
+        .map_or(1, |d| d.as_nanos() as u64);
+    let seed = env_or("STREAMLR_CRASH_SEED", now) | 1;
     let mut x = seed;
     let mut next = || {
         x ^= x << 13;
