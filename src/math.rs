@@ -43,8 +43,15 @@ pub fn exp(x: f64) -> f64 {
     let r = (x - kf * HI) - kf * LO;
     let r2 = r * r;
     let p = r + r2 * (0.5 + r * (1.0 / 6.0)) + (r2 * r2) * (1.0 / 24.0 + r * (1.0 / 120.0));
-    let t = f64::from_bits(EXP2_64[(k & 63) as usize]);
-    scale(t + t * p, k >> 6)
+    let (t, m) = (EXP2_64[(k & 63) as usize], k >> 6);
+    if (-1021..=1022).contains(&m) {
+        // 2^m folded into the table entry's exponent: t·2^m and the result are normal, so this
+        // rounds exactly as (t + t·p)·2^m does.
+        let st = f64::from_bits(t.wrapping_add((m as u64) << 52));
+        return st + st * p;
+    }
+    let t = f64::from_bits(t);
+    scale(t + t * p, m)
 }
 
 /// y · 2^m for |m| ≤ 1100, rounding once.
