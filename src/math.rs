@@ -6,9 +6,10 @@
 //! in 1 500 (`exp` 194, `log1p` 237 and `log` 70 of 300 000 random inputs). A model learned on
 //! one machine would then not be the model replay computes on another. Everything that decides
 //! the model's bits — the sigmoid and log loss, the feature transform, the learning-rate
-//! schedule, the quality metrics the guard reads — goes through these instead: the `libm`
-//! crate's pure-Rust port of musl's functions, which compiles to the same arithmetic everywhere
-//! (Rust never contracts a multiply and an add into an FMA on its own). Drift statistics and the
+//! schedule, the quality metrics the guard reads — goes through these instead: `exp` below,
+//! and the `libm` crate's pure-Rust ports of musl's `log`, `log1p` and `pow`, all of which
+//! compile to the same arithmetic everywhere (Rust never contracts a multiply and an add into
+//! an FMA on its own). Drift statistics and the
 //! simulator still use the standard library: they report, and generate test data.
 
 /// e^x within 1 ulp (2 in the subnormal range), as 2^m · 2^(j/64) · e^r: k = round(x·64/ln 2)
@@ -54,16 +55,13 @@ pub fn exp(x: f64) -> f64 {
     scale(t + t * p, m)
 }
 
-/// y · 2^m for |m| ≤ 1100, rounding once.
+/// y · 2^m for the exponents `exp` leaves to it (m < −1021 or m > 1022, |m| ≤ 1100), in two
+/// normal factors, so a subnormal result is rounded once.
 #[inline]
 fn scale(y: f64, m: i64) -> f64 {
     let pow2 = |e: i64| f64::from_bits(((e + 1023) as u64) << 52);
-    if (-1000..=1000).contains(&m) {
-        y * pow2(m)
-    } else {
-        let half = m / 2;
-        y * pow2(half) * pow2(m - half)
-    }
+    let half = m / 2;
+    y * pow2(half) * pow2(m - half)
 }
 
 /// 2^(j/64), j = 0..63, each the nearest double: `float(Decimal(2) ** (Decimal(j) / 64))` in

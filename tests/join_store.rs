@@ -69,7 +69,7 @@ fn crash_child_writer() {
     // Small batches: each cut (~60 KB) reaches the disk in many, so a kill may land between two
     // of them and leave a half-written cut to roll back. Rarely: writing them takes microseconds
     // against the milliseconds of the fsync that ends the cut (none in 9 rounds, counted once);
-    // `store::tests::a_cut_cut_short_between_its_batches_is_rolled_back_on_open` is that case,
+    // `store::tests::a_cut_stopped_between_its_batches_is_rolled_back` is that case,
     // made deterministic.
     let store = JoinStore::open(std::path::Path::new(&dir), 8 << 20, 4)
         .expect("open")
