@@ -240,8 +240,30 @@ impl Decoder {
     }
 
     /// Decodes one event message.
+    ///
+    /// Flat events (scalars only, strings without escapes, numbers within serde_json's plain
+    /// range) take a hand-written scanner (`src/scan.rs`); everything else, and every error,
+    /// goes through serde_json. Both give the same result: see [`Self::decode_event_with_serde`].
     pub fn decode_event<'a>(&self, bytes: &'a [u8]) -> Result<RawEvent<'a>, DecodeError> {
         let text = self.precheck(bytes)?;
+        if let Some(ev) = crate::scan::event(&self.input, &self.limits, text) {
+            return Ok(ev);
+        }
+        self.serde_event(text)
+    }
+
+    /// Decodes one event message with serde_json alone: the reference [`Self::decode_event`]
+    /// must agree with on every input, value for value and bit for bit (public so that tests and
+    /// the fuzz target can compare the two).
+    pub fn decode_event_with_serde<'a>(
+        &self,
+        bytes: &'a [u8],
+    ) -> Result<RawEvent<'a>, DecodeError> {
+        let text = self.precheck(bytes)?;
+        self.serde_event(text)
+    }
+
+    fn serde_event<'a>(&self, text: &'a str) -> Result<RawEvent<'a>, DecodeError> {
         let reason = Cell::new(None);
         let seed = EventSeed {
             d: self,
@@ -254,9 +276,23 @@ impl Decoder {
         out.map_err(|e| classify(e, reason.get()))
     }
 
-    /// Decodes one label message.
+    /// Decodes one label message, flat labels by the scanner as [`Self::decode_event`] does.
     pub fn decode_label(&self, bytes: &[u8]) -> Result<Label, DecodeError> {
         let text = self.precheck(bytes)?;
+        if let Some(l) = crate::scan::label(&self.input, &self.limits, text) {
+            return Ok(l);
+        }
+        self.serde_label(text)
+    }
+
+    /// Decodes one label message with serde_json alone: the reference for
+    /// [`Self::decode_label`], as [`Self::decode_event_with_serde`] is for events.
+    pub fn decode_label_with_serde(&self, bytes: &[u8]) -> Result<Label, DecodeError> {
+        let text = self.precheck(bytes)?;
+        self.serde_label(text)
+    }
+
+    fn serde_label(&self, text: &str) -> Result<Label, DecodeError> {
         let reason = Cell::new(None);
         let seed = LabelSeed {
             d: self,
