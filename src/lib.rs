@@ -6,7 +6,7 @@
 //! - [`duration`] — human durations ("30s", "7d") used by the config.
 //! - [`event`]    — wire types (event, label, prediction) and strict, typed decoding.
 //! - `frame`      — the checksummed envelope of snapshot and checkpoint files.
-//! - `scan`       — the fast path of event decoding: flat events without serde, same results.
+//! - `scan`       — the fast path of decoding: flat events and labels without serde, same results.
 //! - [`hash`]     — MurmurHash3 x86_32, the fixed hash behind categorical features.
 //! - [`features`] — the declared schema: numeric scaling/clipping, hashing, crosses, missing values.
 //! - [`model`]    — logistic regression: stable sigmoid and log loss, scoring, contributions.

@@ -1,12 +1,12 @@
-//! The fast path of event decoding: a scanner for the events most producers send — one JSON
-//! object of scalars and, in nested mode, one object of scalar features, with strings that have
-//! no escapes and numbers in the range where serde_json's arithmetic is plain.
+//! The fast path of decoding: a scanner for the events and labels most producers send — one
+//! JSON object of scalars and, in nested mode, one object of scalar features, with strings that
+//! have no escapes and numbers in the range where serde_json's arithmetic is plain.
 //!
-//! [`event`] returns `None` for anything else and for anything [`crate::event::Decoder`] would
-//! refuse; the decoder then decodes the message with serde_json, which is where every error and
+//! [`event`] and [`label`] return `None` for anything else and for anything
+//! [`crate::event::Decoder`] would refuse; the decoder then decodes the message with serde_json, which is where every error and
 //! every unusual form is handled. So the fast path never decides what is valid: when it returns
 //! an event it is the event serde_json's path returns, value for value and bit for bit (the
-//! tests below and the `event` fuzz target compare the two paths).
+//! tests below and the `event` and `label` fuzz targets compare the two paths).
 //!
 //! Numbers follow serde_json 1's default parsing (without its `float_roundtrip` feature): an
 //! integer is a `u64` (or its negation); a number with a fraction or an exponent is its digits as
@@ -77,7 +77,8 @@ impl<'a> Scan<'a> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
-    /// A string without escapes or control characters, the opening quote at the position.
+    /// A string without escapes or control characters; the caller has seen its opening quote at
+    /// the position.
     #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         const ONES: u64 = 0x0101_0101_0101_0101;
@@ -116,12 +117,13 @@ impl<'a> Scan<'a> {
     }
 
     /// A number, replicating serde_json's grammar and arithmetic; `None` where serde_json would
-    /// err or leave the plain path (digits beyond a `u64`, exponents beyond ±22).
+    /// err, and where the scanner leaves it to serde_json (more than 19 digits, an exponent
+    /// beyond ±22 once the digits after the point are counted).
     #[inline(always)]
     fn number(&mut self) -> Option<Tok<'a>> {
         let b = self.b;
         let mut i = self.i;
-        let positive = b[i] != b'-';
+        let positive = *b.get(i)? != b'-';
         if !positive {
             i += 1;
         }
@@ -903,7 +905,7 @@ mod tests {
     }
 
     /// Near misses one token from a fast-path event, and the edges of its number range: both
-    /// paths agree, and the scanner takes exactly the valid ones it is meant to.
+    /// paths agree, and the scanner takes (or leaves) the number edges as documented.
     #[test]
     fn edge_cases_agree() {
         let d = Decoder::new(InputConfig::default(), LimitsConfig::default());
