@@ -1,24 +1,25 @@
 //! The fast path of decoding: a scanner for the events and labels most producers send — one
 //! JSON object of scalars and, in nested mode, one object of scalar features, with strings that
-//! have no escapes and numbers in the range where serde_json's arithmetic is plain.
+//! have no escapes and numbers of at most 19 digits.
 //!
 //! [`event`] and [`label`] return `None` for anything else and for anything
-//! [`crate::event::Decoder`] would refuse; the decoder then decodes the message with serde_json, which is where every error and
-//! every unusual form is handled. So the fast path never decides what is valid: when it returns
-//! an event it is the event serde_json's path returns, value for value and bit for bit (the
-//! tests below and the `event` and `label` fuzz targets compare the two paths).
+//! [`crate::event::Decoder`] would refuse; the decoder then decodes the message with serde_json,
+//! which is where every error and every unusual form is handled. So the fast path never decides
+//! what is valid: when it returns an event it is the event serde_json's path returns, value for
+//! value and bit for bit (the tests below and the `event` and `label` fuzz targets compare the
+//! two paths).
 //!
-//! Numbers follow serde_json 1's default parsing (without its `float_roundtrip` feature): an
-//! integer is a `u64` (or its negation); a number with a fraction or an exponent is its digits as
-//! a `u64` times or divided by a power of ten. The fast path takes exponents up to 22, where that
-//! power is exact, and leaves the rest to serde_json.
+//! Numbers are what serde_json reports with its `float_roundtrip` feature (on in this crate): an
+//! integer is a `u64` (or its negation), any other number the double nearest to its text — by
+//! exact arithmetic where the digits fit in 53 bits and the power of ten is exact, by the
+//! standard library's correctly rounded parse otherwise.
 
 use std::borrow::Cow;
 
 use crate::config::{FeaturesFrom, InputConfig, LimitsConfig};
 use crate::event::{FeatureValue, Label, RawEvent};
 
-/// 10^0 … 10^22: every one exact in an f64, so equal to serde_json's table entries.
+/// 10^0 … 10^22: every one exact in an f64.
 const POW10: [f64; 23] = {
     let mut t = [1.0; 23];
     let mut i = 1;
@@ -116,13 +117,14 @@ impl<'a> Scan<'a> {
         None
     }
 
-    /// A number, replicating serde_json's grammar and arithmetic; `None` where serde_json would
-    /// err, and where the scanner leaves it to serde_json (more than 19 digits, an exponent
-    /// beyond ±22 once the digits after the point are counted).
+    /// A number, in serde_json's grammar and with its value; `None` where serde_json would err,
+    /// and where the scanner leaves it to serde_json (more than 19 digits, more than four
+    /// exponent digits).
     #[inline(always)]
     fn number(&mut self) -> Option<Tok<'a>> {
         let b = self.b;
-        let mut i = self.i;
+        let begin = self.i;
+        let mut i = begin;
         let positive = *b.get(i)? != b'-';
         if !positive {
             i += 1;
@@ -204,16 +206,20 @@ impl<'a> Scan<'a> {
                 Tok::NegInt(sig)
             });
         }
-        // serde_json's f64_from_parts for an exponent its table covers in one step.
-        let pow = *POW10.get(exp.unsigned_abs() as usize)?;
-        // The same value as `sig as f64`: a signed conversion is one instruction on x86-64
-        // without AVX-512, an unsigned one a sequence.
-        let sig = match i64::try_from(sig) {
-            Ok(n) => n as f64,
-            Err(_) => sig as f64,
+        // The nearest double, as serde_json's `float_roundtrip` parse gives it. Digits that fit
+        // in 53 bits times or divided by an exact power of ten round once, so the arithmetic is
+        // exact (Clinger's fast path); the rest is the standard library's correctly rounded
+        // parse of the same text.
+        let f = match POW10.get(exp.unsigned_abs() as usize) {
+            Some(&pow) if sig <= 1 << 53 => {
+                // `sig` fits an i64: one conversion instruction (a u64 takes a sequence).
+                let sig = i64::try_from(sig).ok()? as f64;
+                let f = if exp >= 0 { sig * pow } else { sig / pow };
+                if positive { f } else { -f }
+            }
+            _ => self.s.get(begin..i)?.parse::<f64>().ok()?,
         };
-        let f = if exp >= 0 { sig * pow } else { sig / pow };
-        Some(Tok::Float(if positive { f } else { -f }))
+        f.is_finite().then_some(Tok::Float(f))
     }
 
     /// A scalar value; `None` for objects, arrays and anything serde_json would refuse.
@@ -961,8 +967,36 @@ mod tests {
         assert!(fast(
             r#"{"id":7,"ts":-5,"features":{"x":-0,"y":1e22,"z":9999999999999999999}}"#
         ));
-        assert!(!fast(r#"{"id":"a","features":{"x":1e23}}"#));
+        assert!(fast(r#"{"id":"a","features":{"x":1e23}}"#));
         assert!(!fast(r#"{"id":"a","features":{"x":99999999999999999999}}"#));
+        // Numbers are the nearest double to their text (the reference: the standard library's
+        // correctly rounded parse), on both paths. serde_json without `float_roundtrip` read the
+        // first two as 117.79312028613028 and 7.217284394992692e108 (one and two ulps off; the
+        // first is Python's shortest text for a double, as a producer writes it).
+        for text in [
+            "117.79312028613029",
+            "7.2172843949926904e108",
+            "0.30000000000000004",
+            "7.2172843949926904e108",
+            "2.0000000000000003e-300",
+            "9007199254740993.5",
+            "1e23",
+            "123456789012345678.9",
+        ] {
+            let want = text.parse::<f64>().expect("number").to_bits();
+            let line = format!(r#"{{"id":"a","features":{{"x":{text}}}}}"#);
+            for ev in [
+                d.decode_event(line.as_bytes()),
+                d.decode_event_with_serde(line.as_bytes()),
+            ] {
+                let ev = ev.expect("valid");
+                assert!(
+                    matches!(ev.features[0].1, FeatureValue::Number(x) if x.to_bits() == want),
+                    "{text}: {:?}",
+                    ev.features[0].1
+                );
+            }
+        }
         let labels = [
             (r#"{"id":"a","label":1}"#, true),
             (r#"{"id":"a","label":1}x"#, false),
