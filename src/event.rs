@@ -241,8 +241,8 @@ impl Decoder {
 
     /// Decodes one event message.
     ///
-    /// Flat events (scalars only, strings without escapes, numbers within serde_json's plain
-    /// range) take a hand-written scanner (`src/scan.rs`); everything else, and every error,
+    /// Flat events (scalars only, strings without escapes, numbers of at most 19 digits) take a
+    /// hand-written scanner (`src/scan.rs`); everything else, and every error,
     /// goes through serde_json. Both give the same result: see [`Self::decode_event_with_serde`].
     pub fn decode_event<'a>(&self, bytes: &'a [u8]) -> Result<RawEvent<'a>, DecodeError> {
         let text = self.precheck(bytes)?;

@@ -327,6 +327,16 @@ fn ts_of(tok: Tok<'_>) -> Option<Option<i64>> {
     })
 }
 
+/// Fills a field's slot with `value`; `None` (serde_json's path then refuses the record) for a
+/// field seen before or a value the scanner does not take.
+fn set_once<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(value?);
+    Some(())
+}
+
 /// The event in `text` if it is in the fast path's subset and valid; `None` otherwise (the
 /// caller then decodes it with serde_json).
 pub(crate) fn event<'a>(
@@ -342,15 +352,9 @@ pub(crate) fn event<'a>(
     let mut features = Vec::with_capacity(32);
     sc.object(|sc, key| {
         if key == input.id_field {
-            if id.is_some() {
-                return None;
-            }
-            id = Some(id_of(sc.scalar()?, limits)?);
+            set_once(&mut id, id_of(sc.scalar()?, limits))?;
         } else if key == input.timestamp_field {
-            if ts.is_some() {
-                return None;
-            }
-            ts = Some(ts_of(sc.scalar()?)?);
+            set_once(&mut ts, ts_of(sc.scalar()?))?;
         } else if nested {
             if key == input.features_field {
                 if saw_features {
@@ -388,21 +392,14 @@ pub(crate) fn label(input: &InputConfig, limits: &LimitsConfig, text: &str) -> O
     let mut sc = Scan::new(text);
     let entity_field = input.label_entity_field.as_str();
     let (mut id, mut label, mut ts, mut weight, mut entity) = (None, None, None, None, None);
-    // Each field, in the order the decoder tests the names; a second occurrence is refused.
-    fn set<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
-        if slot.is_some() {
-            return None;
-        }
-        *slot = Some(value?);
-        Some(())
-    }
+    // Each field, in the order the decoder tests the names.
     sc.object(|sc, key| {
         let tok = sc.scalar()?;
         if key == input.label_id_field {
-            set(&mut id, id_of(tok, limits).map(Cow::into_owned))
+            set_once(&mut id, id_of(tok, limits).map(Cow::into_owned))
         } else if key == input.label_field {
             // As `label_from`: true/false, 0/1, 0.0/1.0 (`-0` is left to serde_json).
-            set(
+            set_once(
                 &mut label,
                 match tok {
                     Tok::Bool(b) => Some(b),
@@ -414,7 +411,7 @@ pub(crate) fn label(input: &InputConfig, limits: &LimitsConfig, text: &str) -> O
                 },
             )
         } else if key == input.label_timestamp_field {
-            set(&mut ts, ts_of(tok))
+            set_once(&mut ts, ts_of(tok))
         } else if key == input.label_weight_field {
             // As `weight_from`: null, or a finite number >= 0.
             let w = match tok {
@@ -423,7 +420,7 @@ pub(crate) fn label(input: &InputConfig, limits: &LimitsConfig, text: &str) -> O
                 Tok::Float(f) if f.is_finite() && f >= 0.0 => Some(Some(f)),
                 _ => None,
             };
-            set(&mut weight, w)
+            set_once(&mut weight, w)
         } else if !entity_field.is_empty() && key == entity_field {
             // As `entity_from` for null, strings and unsigned integers.
             let e = match tok {
@@ -432,7 +429,7 @@ pub(crate) fn label(input: &InputConfig, limits: &LimitsConfig, text: &str) -> O
                 Tok::UInt(n) => Some(Some(crate::guard::entity_key(n.to_string().as_bytes()))),
                 _ => None,
             };
-            set(&mut entity, e)
+            set_once(&mut entity, e)
         } else {
             Some(())
         }
