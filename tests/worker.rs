@@ -80,7 +80,11 @@ fn reference(
 fn wait_consumed(config: &Path, events: usize, labels: usize, w: &WorkerProc) -> serde_json::Value {
     let deadline = std::time::Instant::now() + LONG;
     loop {
-        if let Some(show) = common::checkpoint_show(config)
+        // Only once this worker has reconciled its state directory: before, the newest
+        // checkpoint may be one a crashed run wrote without its store commit, which the
+        // restart removes (and which may already cover every record).
+        if w.own_log_text().contains("Partitions assigned")
+            && let Some(show) = common::checkpoint_show(config)
             && common::consumed(&show, "events") == events as i64
             && common::consumed(&show, "labels") == labels as i64
         {

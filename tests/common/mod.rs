@@ -355,6 +355,8 @@ listen = "127.0.0.1:0"
 pub struct WorkerProc {
     child: std::process::Child,
     pub log: PathBuf,
+    /// Length of the (shared, appended) log when this process started: its own lines follow.
+    log_from: usize,
 }
 
 impl WorkerProc {
@@ -365,6 +367,7 @@ impl WorkerProc {
             .append(true)
             .open(log)
             .expect("log file");
+        let log_from = f.metadata().map_or(0, |m| m.len() as usize);
         let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
@@ -375,6 +378,7 @@ impl WorkerProc {
         Self {
             child,
             log: log.to_path_buf(),
+            log_from,
         }
     }
 
@@ -386,6 +390,12 @@ impl WorkerProc {
     /// The worker's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The lines this process wrote (the log file may hold earlier runs' before them).
+    pub fn own_log_text(&self) -> String {
+        let text = self.log_text();
+        text.get(self.log_from..).unwrap_or_default().to_string()
     }
 
     /// Whether it has exited.
