@@ -78,11 +78,12 @@ worker_pid=$!
 # ~15 % of this 2-core machine away from the worker): every 0.25 s it samples the worker's VmHWM
 # and /metrics' join entries and asks `streamlr checkpoint show` whether the last checkpoint
 # covers every record; it prints the end time, the peak RSS (KiB) and the most entries held.
-read -r end peak held < <("$py" - "$worker_pid" "$http_port" "$bin" "$work/streamlr.toml" "$events" "$labels" <<'PY'
+read -r end peak held loop_shares < <("$py" - "$worker_pid" "$http_port" "$bin" "$work/streamlr.toml" "$events" "$labels" <<'PY'
 import json, subprocess, sys, time, urllib.request
 pid, port, binary, config, events, labels = sys.argv[1:7]
 events, labels = int(events), int(labels)
 peak = held = 0
+loop = {}
 while True:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -93,6 +94,8 @@ while True:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
         held = max(held, next((int(float(l.split()[1])) for l in text.splitlines()
                                if l.startswith("streamlr_join_store_entries ")), 0))
+        loop = {l.split('"')[1]: float(l.split()[1]) for l in text.splitlines()
+                if l.startswith("streamlr_loop_seconds_total{")}
     except Exception:
         pass
     shown = subprocess.run([binary, "checkpoint", "show", "--config", config],
@@ -105,7 +108,9 @@ while True:
     except (ValueError, KeyError, TypeError):
         pass
     time.sleep(0.25)
-print(f"{time.time():.3f} {peak} {held}")
+total = sum(loop.values()) or 1.0
+shares = ",".join(f"{k}={v / total:.0%}" for k, v in loop.items())
+print(f"{time.time():.3f} {peak} {held} {shares or '-'}")
 PY
 )
 worker_rate=$(python3 -c "print($events/($end-$start))")
@@ -127,6 +132,7 @@ print(f"machine: $(nproc) cores, broker tansu (memory) on the same machine; {e} 
 print(f"passthrough  {p['records_per_s']:>10,.0f} events/s  ({p['records']} records in {p['seconds']:.1f} s)")
 print(f"worker       {w:>10,.0f} events/s  ({r/t:,.0f} records/s incl. labels, {t:.1f} s)  ratio {w/p['records_per_s']:.2f}")
 print(f"worker peak RSS {$peak/1024:.0f} MiB; most join entries held (as /metrics showed, sampled every 0.5 s): {$held}")
+print("worker loop's time by activity (streamlr_loop_seconds_total at the end of the drain, group join included): $loop_shares")
 print(f"latency at {l['rate']:.0f} events/s ({$load:.0%} of the worker's rate), {l['measured']} measured after warm-up: "
       f"p50 {l['p50_ms']:.2f} ms  p99 {l['p99_ms']:.2f} ms  p999 {l['p999_ms']:.2f} ms  max {l['max_ms']:.2f} ms")
 print(f"passthrough latency at the same rate, {pl['measured']} measured: "

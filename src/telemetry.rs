@@ -126,6 +126,53 @@ pub struct Status {
     /// Offset commits of this process by outcome: stored by the group, failed, skipped (a newer
     /// commit covered it, or its partitions were revoked before it was sent).
     pub offset_commits: [u64; 3],
+    /// Seconds the processing loop has spent on each activity since the process started,
+    /// indexed like [`LoopActivity::ALL`].
+    pub loop_seconds: [f64; LoopActivity::ALL.len()],
+}
+
+/// What the worker's processing loop (one thread: every record goes through it) spends its
+/// time on. Every moment of the loop is one of these, so the shares add up to its wall time,
+/// and `1 - wait` is how busy it is: near 1 the worker is at capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopActivity {
+    /// Taking records from the consumers' queues, and handling rebalances (a revocation's
+    /// final cut included).
+    Consume,
+    /// Scoring events and learning from labels: decoding, the join store, the model, drift,
+    /// producing predictions (and waiting for room in a full producer queue).
+    Process,
+    /// Cuts: waiting for the previous store commit and for the broker to acknowledge the
+    /// predictions, writing the checkpoint file, handing the store's changes to its commit
+    /// thread.
+    Checkpoint,
+    /// Nothing to do: no records ready, or the merge holding records back for a partition
+    /// that has not caught up (`kafka.merge_idle`).
+    Wait,
+    /// The rest: the wall-clock join rule, publishing the status, serving delivery reports.
+    Other,
+}
+
+impl LoopActivity {
+    /// Every activity, in the order of [`Status::loop_seconds`].
+    pub const ALL: [LoopActivity; 5] = [
+        LoopActivity::Consume,
+        LoopActivity::Process,
+        LoopActivity::Checkpoint,
+        LoopActivity::Wait,
+        LoopActivity::Other,
+    ];
+
+    /// The `activity` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoopActivity::Consume => "consume",
+            LoopActivity::Process => "process",
+            LoopActivity::Checkpoint => "checkpoint",
+            LoopActivity::Wait => "wait",
+            LoopActivity::Other => "other",
+        }
+    }
 }
 
 impl Status {
@@ -774,6 +821,19 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         let _ = writeln!(
             o,
             "streamlr_offset_commits_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
+    family(
+        &mut o,
+        "streamlr_loop_seconds_total",
+        "counter",
+        "Seconds the processing loop spent on each activity (wait: nothing to do; 1 - rate(wait) is how busy it is).",
+    );
+    for (a, secs) in LoopActivity::ALL.iter().zip(s.loop_seconds) {
+        let _ = writeln!(
+            o,
+            "streamlr_loop_seconds_total{{activity=\"{}\"}} {secs}",
+            a.as_str()
         );
     }
     if let Some(a) = s.checkpoint_age_seconds {

@@ -48,7 +48,7 @@ use crate::kafka::{self, TopicError};
 use crate::merge::{Merge, Next, Record, Side};
 use crate::state::{StateDir, StateError};
 use crate::store::DiskShard;
-use crate::telemetry::{Status, Telemetry};
+use crate::telemetry::{LoopActivity, Status, Telemetry};
 
 /// A stop request, shared between the signal handler (or a test) and the worker.
 #[derive(Debug, Clone, Default)]
@@ -634,6 +634,36 @@ struct Worker {
     /// Delivery reports counted at the last publication, and when the producer was last seen
     /// making progress (a report arrived, or nothing was waiting).
     delivered: (u64, Instant),
+    /// Where the loop's time goes.
+    clock: LoopClock,
+}
+
+/// Where the loop's time goes: each lap is charged to one activity, so together they cover the
+/// loop's whole life.
+#[derive(Debug)]
+struct LoopClock {
+    mark: Instant,
+    seconds: [Duration; LoopActivity::ALL.len()],
+}
+
+impl LoopClock {
+    fn new() -> Self {
+        Self {
+            mark: Instant::now(),
+            seconds: Default::default(),
+        }
+    }
+
+    /// Charges the time since the last lap to `activity`.
+    fn lap(&mut self, activity: LoopActivity) {
+        let now = Instant::now();
+        self.seconds[activity as usize] += now - self.mark;
+        self.mark = now;
+    }
+
+    fn seconds(&self) -> [f64; LoopActivity::ALL.len()] {
+        self.seconds.map(|d| d.as_secs_f64())
+    }
 }
 
 #[derive(Debug)]
@@ -799,6 +829,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         lineage,
         model_at: None,
         delivered: (0, Instant::now()),
+        clock: LoopClock::new(),
     };
     worker.publish();
     let result = worker.run_loop(&stop);
@@ -893,7 +924,9 @@ impl Worker {
     fn run_loop(&mut self, stop: &Stop) -> Result<(), WorkerError> {
         let mut last_tick = Instant::now();
         while !stop.requested() {
+            self.clock.lap(LoopActivity::Other);
             let mut progressed = self.poll_consumers()?;
+            self.clock.lap(LoopActivity::Consume);
             let now = now_ms();
             let mut wait_until = None;
             for _ in 0..PROCESS_BATCH {
@@ -909,6 +942,7 @@ impl Worker {
                     Next::Empty => break,
                 }
             }
+            self.clock.lap(LoopActivity::Process);
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 let before = self.engine.counters().labels.clone();
@@ -918,17 +952,21 @@ impl Worker {
                 self.publish();
             }
             self.producer.poll(Duration::ZERO);
+            self.clock.lap(LoopActivity::Other);
             if self.pending_cut.is_some() && !self.state.cut_running() {
                 self.complete_cut()?;
             }
             let updates = self.engine.counters().updates;
-            if self.dirty
+            let cut_due = self.dirty
                 && (self.last_cut.elapsed() >= self.cfg.checkpoint.every.0
                     || updates - self.updates_at_cut >= self.cfg.checkpoint.every_updates
-                    || self.records_since_cut >= self.cfg.checkpoint.every_records)
-            {
+                    || self.records_since_cut >= self.cfg.checkpoint.every_records);
+            if cut_due {
                 self.start_cut(None)?;
-            } else if !self.dirty
+            }
+            self.clock.lap(LoopActivity::Checkpoint);
+            if !cut_due
+                && !self.dirty
                 && self.pending_cut.is_none()
                 && self.commits_in_flight == 0
                 && self.last_cut.elapsed() >= self.cfg.checkpoint.every.0
@@ -945,7 +983,9 @@ impl Worker {
                 let wait = wait_until.map_or(Duration::from_millis(100), |t| {
                     Duration::from_millis((t - now_ms()).clamp(1, 100) as u64)
                 });
+                self.clock.lap(LoopActivity::Other);
                 self.waker.wait(wait);
+                self.clock.lap(LoopActivity::Wait);
             }
         }
         info!("Stop requested: draining");
@@ -1614,6 +1654,7 @@ impl Worker {
             lag: self.lag(),
             reliability: self.engine.quality().total.reliability(),
             offset_commits: self.commits,
+            loop_seconds: self.clock.seconds(),
         });
     }
 

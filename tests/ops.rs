@@ -143,6 +143,7 @@ fn every_promised_metric_is_exported_and_documented() {
         "streamlr_label_coverage_ratio",
         "streamlr_learning_frozen",
         "streamlr_offset_commits_total",
+        "streamlr_loop_seconds_total",
     ] {
         assert!(exported.contains(name), "{name} is not exported");
         assert!(

@@ -149,6 +149,7 @@ fn every_event_is_predicted_and_every_label_applied_once() {
     let (want, want_ids) = reference(&config, &stream, dir.path());
     assert_eq!(want.labels_invalid_by_reason.values().sum::<u64>(), 3);
 
+    let launched = std::time::Instant::now();
     let w = WorkerProc::start(&config, &dir.path().join("t1.log"));
     wait_consumed(&config, events.len(), labels.len(), &w);
     // The HTTP endpoints of the running worker agree with what it did.
@@ -191,6 +192,35 @@ fn every_event_is_predicted_and_every_label_applied_once() {
         Some(want.events.scored as f64)
     );
     assert!(common::metric(&metrics, "streamlr_progressive_auc").is_some_and(|a| a > 0.5));
+    // The loop's time by activity: it processed records, and its laps add up to no more than
+    // the time it has run. Drained, it then waits almost all the time.
+    let loop_seconds = |text: &str, activity: &str| {
+        let name = format!("streamlr_loop_seconds_total{{activity=\"{activity}\"}}");
+        common::metric(text, &name).unwrap_or_else(|| panic!("{name} missing: {text}"))
+    };
+    let activities = ["consume", "process", "checkpoint", "wait", "other"];
+    let total = |text: &str| {
+        activities
+            .iter()
+            .map(|a| loop_seconds(text, a))
+            .sum::<f64>()
+    };
+    assert!(loop_seconds(&metrics, "process") > 0.0, "{metrics}");
+    assert!(loop_seconds(&metrics, "checkpoint") > 0.0, "{metrics}");
+    assert!(
+        total(&metrics) <= launched.elapsed().as_secs_f64(),
+        "{metrics}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, idle) = common::http_get(&addr, "/metrics");
+    let (waited, ran) = (
+        loop_seconds(&idle, "wait") - loop_seconds(&metrics, "wait"),
+        total(&idle) - total(&metrics),
+    );
+    assert!(
+        ran >= 1.0 && waited / ran > 0.8,
+        "idle loop: waited {waited} s of {ran} s"
+    );
     assert_eq!(common::http_get(&addr, "/nope").0, 404);
     let status = w.terminate(Duration::from_secs(30));
     assert!(status.success(), "graceful stop exits 0");
