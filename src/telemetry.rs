@@ -126,14 +126,15 @@ pub struct Status {
     /// Offset commits of this process by outcome: stored by the group, failed, skipped (a newer
     /// commit covered it, or its partitions were revoked before it was sent).
     pub offset_commits: [u64; 3],
-    /// Seconds the processing loop has spent on each activity since the process started,
-    /// indexed like [`LoopActivity::ALL`].
+    /// Seconds the processing loop has spent on each activity since it began (once the topics
+    /// were found), indexed like [`LoopActivity::ALL`].
     pub loop_seconds: [f64; LoopActivity::ALL.len()],
 }
 
 /// What the worker's processing loop (one thread: every record goes through it) spends its
 /// time on. Every moment of the loop is one of these, so the shares add up to its wall time,
-/// and `1 - wait` is how busy it is: near 1 the worker is at capacity.
+/// and the share of all but `wait` is how busy it is: near 1 the worker is at capacity. The
+/// variants are in the order of [`LoopActivity::ALL`] (their discriminants index it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoopActivity {
     /// Taking records from the consumers' queues, and handling rebalances (a revocation's
@@ -827,7 +828,7 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         &mut o,
         "streamlr_loop_seconds_total",
         "counter",
-        "Seconds the processing loop spent on each activity (wait: nothing to do; 1 - rate(wait) is how busy it is).",
+        "Seconds the processing loop spent on each activity (wait: nothing to do; the rate of all the others is how busy it is).",
     );
     for (a, secs) in LoopActivity::ALL.iter().zip(s.loop_seconds) {
         let _ = writeln!(

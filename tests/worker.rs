@@ -192,8 +192,9 @@ fn every_event_is_predicted_and_every_label_applied_once() {
         Some(want.events.scored as f64)
     );
     assert!(common::metric(&metrics, "streamlr_progressive_auc").is_some_and(|a| a > 0.5));
-    // The loop's time by activity: it processed records, and its laps add up to no more than
-    // the time it has run. Drained, it then waits almost all the time.
+    // The loop's time by activity: its laps add up to no more than the time it has run, and
+    // over 3 s of wall time to about 3 s (each status is up to a second old). Drained, the loop
+    // waits almost all of that time.
     let loop_seconds = |text: &str, activity: &str| {
         let name = format!("streamlr_loop_seconds_total{{activity=\"{activity}\"}}");
         common::metric(text, &name).unwrap_or_else(|| panic!("{name} missing: {text}"))
@@ -205,8 +206,6 @@ fn every_event_is_predicted_and_every_label_applied_once() {
             .map(|a| loop_seconds(text, a))
             .sum::<f64>()
     };
-    assert!(loop_seconds(&metrics, "process") > 0.0, "{metrics}");
-    assert!(loop_seconds(&metrics, "checkpoint") > 0.0, "{metrics}");
     assert!(
         total(&metrics) <= launched.elapsed().as_secs_f64(),
         "{metrics}"
@@ -218,7 +217,7 @@ fn every_event_is_predicted_and_every_label_applied_once() {
         total(&idle) - total(&metrics),
     );
     assert!(
-        ran >= 1.0 && waited / ran > 0.8,
+        (ran - 3.0).abs() < 1.5 && waited / ran > 0.8,
         "idle loop: waited {waited} s of {ran} s"
     );
     assert_eq!(common::http_get(&addr, "/nope").0, 404);
