@@ -61,7 +61,12 @@ summary=$("$bin" simulate --brokers "$bootstrap" --count "$n" --rate 1000 --star
 events=$(python3 -c "import json,sys; s=json.loads(sys.argv[1]); print(s['events']+s['malformed'])" "$summary")
 labels=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['labels'])" "$summary")
 
-pass=$("$ex/passthrough" "$bootstrap" events passthrough-out "$events" "${client[@]}")
+# DRAIN_ONLY=1: the worker's drain alone (no passthrough, no latency phases), so that the broker's
+# memory-only storage holds only events, labels and predictions — the 10M-pending RSS figure.
+drain_only=${DRAIN_ONLY:-0}
+if [ "$drain_only" != 1 ]; then
+  pass=$("$ex/passthrough" "$bootstrap" events passthrough-out "$events" "${client[@]}")
+fi
 
 http_port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
 sed -e "s|^brokers = .*|brokers = \"$bootstrap\"|" \
@@ -113,6 +118,16 @@ shares = ",".join(f"{k}={v / total:.0%}" for k, v in loop.items())
 print(f"{time.time():.3f} {peak} {held} {shares or '-'}")
 PY
 )
+if [ "$drain_only" = 1 ]; then
+  python3 - <<PY
+t = $end - $start; e = $events; r = $events + $labels
+print(f"machine: $(nproc) cores, broker tansu (memory) on the same machine; {e} event records, {$labels} labels, $parts partitions; client extras: ${CLIENT:-none}; drain only")
+print(f"worker       {e / t:>10,.0f} events/s  ({r / t:,.0f} records/s incl. labels, {t:.1f} s)")
+print(f"worker peak RSS {$peak/1024:.0f} MiB; most join entries held (as /metrics showed): {$held}")
+print("worker loop's time by activity (streamlr_loop_seconds_total at the end of the drain, group join included): $loop_shares")
+PY
+  exit 0
+fi
 worker_rate=$(python3 -c "print($events/($end-$start))")
 rate=$(python3 -c "print(round($worker_rate*$load))")
 lat=$("$ex/latency" "$bootstrap" "$rate" "$secs" predictions "${client[@]}")
@@ -131,7 +146,7 @@ w = e / t
 print(f"machine: $(nproc) cores, broker tansu (memory) on the same machine; {e} event records, {$labels} labels, $parts partitions; client extras: ${CLIENT:-none}")
 print(f"passthrough  {p['records_per_s']:>10,.0f} events/s  ({p['records']} records in {p['seconds']:.1f} s)")
 print(f"worker       {w:>10,.0f} events/s  ({r/t:,.0f} records/s incl. labels, {t:.1f} s)  ratio {w/p['records_per_s']:.2f}")
-print(f"worker peak RSS {$peak/1024:.0f} MiB; most join entries held (as /metrics showed, sampled every 0.5 s): {$held}")
+print(f"worker peak RSS {$peak/1024:.0f} MiB; most join entries held (as /metrics showed, sampled every ~0.3 s): {$held}")
 print("worker loop's time by activity (streamlr_loop_seconds_total at the end of the drain, group join included): $loop_shares")
 print(f"latency at {l['rate']:.0f} events/s ({$load:.0%} of the worker's rate), {l['measured']} measured after warm-up: "
       f"p50 {l['p50_ms']:.2f} ms  p99 {l['p99_ms']:.2f} ms  p999 {l['p999_ms']:.2f} ms  max {l['max_ms']:.2f} ms")
