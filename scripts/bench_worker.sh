@@ -118,38 +118,36 @@ shares = ",".join(f"{k}={v / total:.0%}" for k, v in loop.items())
 print(f"{time.time():.3f} {peak} {held} {shares or '-'}")
 PY
 )
-if [ "$drain_only" = 1 ]; then
-  python3 - <<PY
-t = $end - $start; e = $events; r = $events + $labels
-print(f"machine: $(nproc) cores, broker tansu (memory) on the same machine; {e} event records, {$labels} labels, $parts partitions; client extras: ${CLIENT:-none}; drain only")
-print(f"worker       {e / t:>10,.0f} events/s  ({r / t:,.0f} records/s incl. labels, {t:.1f} s)")
-print(f"worker peak RSS {$peak/1024:.0f} MiB; most join entries held (as /metrics showed): {$held}")
-print("worker loop's time by activity (streamlr_loop_seconds_total at the end of the drain, group join included): $loop_shares")
-PY
-  exit 0
+# Without DRAIN_ONLY: the latency phases; the summary leaves out what was not measured.
+pass=${pass:-null}; lat=null; plat=null
+if [ "$drain_only" != 1 ]; then
+  worker_rate=$(python3 -c "print($events/($end-$start))")
+  rate=$(python3 -c "print(round($worker_rate*$load))")
+  lat=$("$ex/latency" "$bootstrap" "$rate" "$secs" predictions "${client[@]}")
+  kill "$worker_pid"; wait "$worker_pid" 2>/dev/null || true; worker_pid=""
+  # The passthrough's latency at the same offered rate, from the end of the events topic.
+  "$ex/passthrough" "$bootstrap" events passthrough-out 1000000000000 "${client[@]}" \
+    group.id=streamlr-passthrough-live auto.offset.reset=latest >/dev/null 2>"$work/passthrough.log" &
+  worker_pid=$!
+  sleep 3
+  plat=$("$ex/latency" "$bootstrap" "$rate" "$secs" passthrough-out "${client[@]}")
 fi
-worker_rate=$(python3 -c "print($events/($end-$start))")
-rate=$(python3 -c "print(round($worker_rate*$load))")
-lat=$("$ex/latency" "$bootstrap" "$rate" "$secs" predictions "${client[@]}")
-kill "$worker_pid"; wait "$worker_pid" 2>/dev/null || true; worker_pid=""
-# The passthrough's latency at the same offered rate, from the end of the events topic.
-"$ex/passthrough" "$bootstrap" events passthrough-out 1000000000000 "${client[@]}" \
-  group.id=streamlr-passthrough-live auto.offset.reset=latest >/dev/null 2>"$work/passthrough.log" &
-worker_pid=$!
-sleep 3
-plat=$("$ex/latency" "$bootstrap" "$rate" "$secs" passthrough-out "${client[@]}")
 python3 - "$pass" "$lat" "$plat" <<PY
 import json, sys
 p = json.loads(sys.argv[1]); l = json.loads(sys.argv[2]); pl = json.loads(sys.argv[3])
 t = $end - $start; e = $events; r = $events + $labels
 w = e / t
-print(f"machine: $(nproc) cores, broker tansu (memory) on the same machine; {e} event records, {$labels} labels, $parts partitions; client extras: ${CLIENT:-none}")
-print(f"passthrough  {p['records_per_s']:>10,.0f} events/s  ({p['records']} records in {p['seconds']:.1f} s)")
-print(f"worker       {w:>10,.0f} events/s  ({r/t:,.0f} records/s incl. labels, {t:.1f} s)  ratio {w/p['records_per_s']:.2f}")
+print(f"machine: $(nproc) cores, broker tansu (memory) on the same machine; {e} event records, {$labels} labels, $parts partitions; client extras: ${CLIENT:-none}"
+      + ("" if p else "; drain only"))
+if p:
+    print(f"passthrough  {p['records_per_s']:>10,.0f} events/s  ({p['records']} records in {p['seconds']:.1f} s)")
+print(f"worker       {w:>10,.0f} events/s  ({r/t:,.0f} records/s incl. labels, {t:.1f} s)"
+      + (f"  ratio {w/p['records_per_s']:.2f}" if p else ""))
 print(f"worker peak RSS {$peak/1024:.0f} MiB; most join entries held (as /metrics showed, sampled every ~0.3 s): {$held}")
 print("worker loop's time by activity (streamlr_loop_seconds_total at the end of the drain, group join included): $loop_shares")
-print(f"latency at {l['rate']:.0f} events/s ({$load:.0%} of the worker's rate), {l['measured']} measured after warm-up: "
-      f"p50 {l['p50_ms']:.2f} ms  p99 {l['p99_ms']:.2f} ms  p999 {l['p999_ms']:.2f} ms  max {l['max_ms']:.2f} ms")
-print(f"passthrough latency at the same rate, {pl['measured']} measured: "
-      f"p50 {pl['p50_ms']:.2f} ms  p99 {pl['p99_ms']:.2f} ms  p999 {pl['p999_ms']:.2f} ms  max {pl['max_ms']:.2f} ms")
+if l:
+    print(f"latency at {l['rate']:.0f} events/s ({$load:.0%} of the worker's rate), {l['measured']} measured after warm-up: "
+          f"p50 {l['p50_ms']:.2f} ms  p99 {l['p99_ms']:.2f} ms  p999 {l['p999_ms']:.2f} ms  max {l['max_ms']:.2f} ms")
+    print(f"passthrough latency at the same rate, {pl['measured']} measured: "
+          f"p50 {pl['p50_ms']:.2f} ms  p99 {pl['p99_ms']:.2f} ms  p999 {pl['p999_ms']:.2f} ms  max {pl['max_ms']:.2f} ms")
 PY
