@@ -18,7 +18,10 @@
 //! same trait, so replay and the worker share these rules.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+
+use std::hash::BuildHasher;
+
+use hashbrown::{HashTable, hash_table};
 
 use serde::{Deserialize, Serialize};
 
@@ -105,18 +108,55 @@ pub trait JoinBackend {
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Slots in memory: a hash map plus an event-time index. Event times mostly arrive in order, so
-/// the index is a deque (amortized O(1) expiry) with a sorted side set for the stragglers.
+/// Slots in memory: a hash table plus an event-time index. Event times mostly arrive in order,
+/// so the index is a deque (amortized O(1) expiry) with a sorted side set for the stragglers.
+///
+/// The table keeps each id's hash next to it, and the index holds (event time, hash) rather
+/// than the id: growing the table then never reads an id again (each read is a cache miss
+/// into the id's allocation), and an id is one allocation with no reference count. The index
+/// finds its slot by hash and event time. Two ids could share both; the table may then give
+/// either one's slot to either's index item, which changes nothing: items of the same event
+/// time are always swept together, one slot each.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryBackend {
-    slots: FastMap<Arc<str>, Slot>,
-    /// Ids in non-decreasing event time.
-    order: VecDeque<(i64, Arc<str>)>,
+    slots: HashTable<Stored>,
+    hasher: IdHasher,
+    /// (event time, id hash) in non-decreasing event time.
+    order: VecDeque<(i64, u64)>,
     /// `order[..cursor]` are at or before the last expiry bound.
     cursor: usize,
-    /// Ids that arrived with an event time before the back of `order`, keyed by (time, arrival).
-    stragglers: BTreeMap<(i64, u64), Arc<str>>,
+    /// Hashes of the ids that arrived with an event time before the back of `order`, keyed by
+    /// (time, arrival).
+    stragglers: BTreeMap<(i64, u64), u64>,
     arrivals: u64,
+}
+
+/// One slot of [`MemoryBackend`] with its id and the id's hash.
+#[derive(Debug, Clone)]
+struct Stored {
+    id: Box<str>,
+    slot: Slot,
+    hash: u64,
+}
+
+/// The hash of ids in [`MemoryBackend`].
+#[derive(Debug, Default, Clone)]
+struct IdHasher {
+    state: foldhash::fast::RandomState,
+    /// Tests: keep only these bits of each hash (0: every id collides with every other).
+    #[cfg(test)]
+    mask: Option<u64>,
+}
+
+impl IdHasher {
+    fn hash(&self, id: &str) -> u64 {
+        let h = self.state.hash_one(id);
+        #[cfg(test)]
+        if let Some(mask) = self.mask {
+            return h & mask;
+        }
+        h
+    }
 }
 
 impl MemoryBackend {
@@ -124,33 +164,73 @@ impl MemoryBackend {
     pub fn slots(&self) -> std::collections::BTreeMap<String, Slot> {
         self.slots
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|s| (s.id.to_string(), s.slot.clone()))
             .collect()
+    }
+
+    /// A backend whose id hashes keep only the bits of `mask` (0: all ids collide), to test
+    /// that collisions change no outcome.
+    #[cfg(test)]
+    pub(crate) fn with_hash_mask(mask: u64) -> Self {
+        let mut b = Self::default();
+        b.hasher.mask = Some(mask);
+        b
+    }
+
+    /// Expires the pending slot of hash `h` and time `ts`, if there is one.
+    fn expire_one(&mut self, ts: i64, h: u64, out: &mut Vec<Expired>) {
+        let pending =
+            |s: &Stored| s.hash == h && matches!(&s.slot, Slot::Pending(e) if e.event_ts == ts);
+        if let Some(s) = self.slots.find_mut(h, pending)
+            && let Slot::Pending(entry) =
+                std::mem::replace(&mut s.slot, Slot::Expired { event_ts: ts })
+        {
+            out.push(Expired {
+                id: s.id.to_string(),
+                entry: *entry,
+            });
+        }
+    }
+
+    /// Removes a slot of hash `h` and time `ts`, if there is one.
+    fn remove_one(&mut self, ts: i64, h: u64) {
+        if let Ok(found) = self
+            .slots
+            .find_entry(h, |s| s.hash == h && s.slot.event_ts() == ts)
+        {
+            found.remove();
+        }
     }
 }
 
 impl JoinBackend for MemoryBackend {
     fn insert(&mut self, id: &str, slot: Slot) -> bool {
         let ts = slot.event_ts();
-        let key: Arc<str> = Arc::from(id);
-        match self.slots.entry(key) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let key = v.key().clone();
-                v.insert(slot);
-                if self.order.back().is_none_or(|(t, _)| *t <= ts) {
-                    self.order.push_back((ts, key));
-                } else {
-                    self.arrivals += 1;
-                    self.stragglers.insert((ts, self.arrivals), key);
-                }
-                true
-            }
+        let h = self.hasher.hash(id);
+        let found = self
+            .slots
+            .entry(h, |s| s.hash == h && *s.id == *id, |s| s.hash);
+        let hash_table::Entry::Vacant(v) = found else {
+            return false;
+        };
+        v.insert(Stored {
+            id: id.into(),
+            slot,
+            hash: h,
+        });
+        if self.order.back().is_none_or(|(t, _)| *t <= ts) {
+            self.order.push_back((ts, h));
+        } else {
+            self.arrivals += 1;
+            self.stragglers.insert((ts, self.arrivals), h);
         }
+        true
     }
 
     fn join(&mut self, id: &str, label: bool) -> Lookup {
-        let Some(slot) = self.slots.get_mut(id) else {
+        let h = self.hasher.hash(id);
+        let Some(Stored { slot, .. }) = self.slots.find_mut(h, |s| s.hash == h && *s.id == *id)
+        else {
             return Lookup::Missing;
         };
         match slot {
@@ -168,55 +248,44 @@ impl JoinBackend for MemoryBackend {
 
     fn expire(&mut self, after: i64, until: i64, out: &mut Vec<Expired>) {
         let start = out.len();
-        let mut expire_one = |slots: &mut FastMap<Arc<str>, Slot>, id: &Arc<str>| {
-            if let Some(slot) = slots.get_mut(&**id)
-                && let Slot::Pending(_) = slot
-            {
-                let event_ts = slot.event_ts();
-                if let Slot::Pending(entry) = std::mem::replace(slot, Slot::Expired { event_ts }) {
-                    out.push(Expired {
-                        id: id.to_string(),
-                        entry: *entry,
-                    });
-                }
-            }
-        };
-        while let Some((ts, id)) = self.order.get(self.cursor) {
-            if *ts > until {
+        while let Some(&(ts, h)) = self.order.get(self.cursor) {
+            if ts > until {
                 break;
             }
-            if *ts > after {
-                expire_one(&mut self.slots, id);
+            if ts > after {
+                self.expire_one(ts, h, out);
             }
             self.cursor += 1;
         }
         if !self.stragglers.is_empty() {
             let lo = (after.saturating_add(1), 0);
-            for (_, id) in self
+            let due: Vec<(i64, u64)> = self
                 .stragglers
                 .range(lo..)
                 .take_while(|((t, _), _)| *t <= until)
-            {
-                expire_one(&mut self.slots, id);
+                .map(|(&(t, _), &h)| (t, h))
+                .collect();
+            for (ts, h) in due {
+                self.expire_one(ts, h, out);
             }
         }
         out[start..].sort_by(|a, b| (a.entry.event_ts, &a.id).cmp(&(b.entry.event_ts, &b.id)));
     }
 
     fn purge(&mut self, _after: i64, until: i64) {
-        while let Some((ts, id)) = self.order.front() {
-            if *ts > until {
-                break;
-            }
-            self.slots.remove(&**id);
-            self.order.pop_front();
-            self.cursor = self.cursor.saturating_sub(1);
-        }
-        while let Some((&(ts, _), id)) = self.stragglers.first_key_value() {
+        while let Some(&(ts, h)) = self.order.front() {
             if ts > until {
                 break;
             }
-            self.slots.remove(&**id);
+            self.remove_one(ts, h);
+            self.order.pop_front();
+            self.cursor = self.cursor.saturating_sub(1);
+        }
+        while let Some((&(ts, _), &h)) = self.stragglers.first_key_value() {
+            if ts > until {
+                break;
+            }
+            self.remove_one(ts, h);
             self.stragglers.pop_first();
         }
     }

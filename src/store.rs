@@ -1729,5 +1729,56 @@ mod tests {
             prop_assert_eq!(disk.backend().len(), want.len());
             prop_assert_eq!(disk.state(), plain.state());
         }
+
+        /// The in-memory store finds slots by id hash (and, when sweeping, by hash and event
+        /// time): with every id colliding (mask 0) or four hashes in all (mask 3), events,
+        /// labels and sweeps still give the plain model's outcomes and slots.
+        #[test]
+        fn memory_store_hash_collisions_change_no_outcome(ops in prop::collection::vec(op(), 1..200)) {
+            let c = cfg();
+            let mut plain = Joiner::new(&c, PlainBackend::default());
+            let mut colliding: Vec<Joiner<MemoryBackend>> = [0, 3]
+                .map(|mask| Joiner::new(&c, MemoryBackend::with_hash_mask(mask)))
+                .into();
+            let mut now = 1000i64;
+            for (k, op) in ops.iter().enumerate() {
+                let (ts, id) = match op {
+                    Op::Event(i, d) => (now + d, format!("id{i}")),
+                    Op::Advance(d) => {
+                        now += d;
+                        (now, String::new())
+                    }
+                    Op::Label(i, y, d) => {
+                        let l = label(&format!("id{i}"), *y, now + d);
+                        let want = plain.label(l.clone());
+                        for j in &mut colliding {
+                            prop_assert_eq!(&j.label(l.clone()), &want, "op {}", k);
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if !id.is_empty() {
+                    let want = plain.insert(&id, entry(ts));
+                    for j in &mut colliding {
+                        prop_assert_eq!(&j.insert(&id, entry(ts)), &want, "op {}", k);
+                    }
+                }
+                let mut want = Swept::default();
+                plain.advance(ts, &mut want);
+                for j in &mut colliding {
+                    let mut got = Swept::default();
+                    j.advance(ts, &mut got);
+                    prop_assert_eq!(&got, &want, "op {}", k);
+                }
+            }
+            let mut want: Vec<(String, Slot)> = plain.backend().slots.clone().into_iter().collect();
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            for j in &colliding {
+                let got: Vec<(String, Slot)> = j.backend().slots().into_iter().collect();
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(j.state(), plain.state());
+            }
+        }
     }
 }
