@@ -82,13 +82,15 @@ worker_pid=$!
 # One watcher process for the whole drain (a python start per poll, through pyenv's shims, took
 # ~15 % of this 2-core machine away from the worker): every 0.25 s it samples the worker's VmHWM
 # and /metrics' join entries and asks `streamlr checkpoint show` whether the last checkpoint
-# covers every record; it prints the end time, the peak RSS (KiB) and the most entries held.
-read -r end peak held loop_shares < <("$py" - "$worker_pid" "$http_port" "$bin" "$work/streamlr.toml" "$events" "$labels" <<'PY'
+# covers every record; it prints the end time, the peak RSS (KiB), the most entries held, the loop's
+# shares and labels joined from memory (join.recent_bytes) / joined.
+read -r end peak held loop_shares recent < <("$py" - "$worker_pid" "$http_port" "$bin" "$work/streamlr.toml" "$events" "$labels" <<'PY'
 import json, subprocess, sys, time, urllib.request
 pid, port, binary, config, events, labels = sys.argv[1:7]
 events, labels = int(events), int(labels)
 peak = held = 0
 loop = {}
+recent = "-"
 while True:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -101,6 +103,10 @@ while True:
                                if l.startswith("streamlr_join_store_entries ")), 0))
         loop = {l.split('"')[1]: float(l.split()[1]) for l in text.splitlines()
                 if l.startswith("streamlr_loop_seconds_total{")}
+        value = lambda name: next((int(float(l.split()[1])) for l in text.splitlines()
+                                   if l.startswith(name + " ")), 0)
+        joined = value('streamlr_labels_total{outcome="joined"}')
+        recent = f"{value('streamlr_join_store_recent_joins_total')}/{joined}"
     except Exception:
         pass
     shown = subprocess.run([binary, "checkpoint", "show", "--config", config],
@@ -115,7 +121,7 @@ while True:
     time.sleep(0.25)
 total = sum(loop.values()) or 1.0
 shares = ",".join(f"{k}={v / total:.0%}" for k, v in loop.items())
-print(f"{time.time():.3f} {peak} {held} {shares or '-'}")
+print(f"{time.time():.3f} {peak} {held} {shares or '-'} {recent}")
 PY
 )
 # Without DRAIN_ONLY: the latency phases; the summary leaves out what was not measured.
@@ -145,6 +151,7 @@ print(f"worker       {w:>10,.0f} events/s  ({r/t:,.0f} records/s incl. labels, {
       + (f"  ratio {w/p['records_per_s']:.2f}" if p else ""))
 print(f"worker peak RSS {$peak/1024:.0f} MiB; most join entries held (as /metrics showed, sampled every ~0.3 s): {$held}")
 print("worker loop's time by activity (streamlr_loop_seconds_total at the end of the drain, group join included): $loop_shares")
+print("labels joined to an entry held in memory (join.recent_bytes) / all joined: $recent")
 if l:
     print(f"latency at {l['rate']:.0f} events/s ({$load:.0%} of the worker's rate), {l['measured']} measured after warm-up: "
           f"p50 {l['p50_ms']:.2f} ms  p99 {l['p99_ms']:.2f} ms  p999 {l['p999_ms']:.2f} ms  max {l['max_ms']:.2f} ms")

@@ -709,6 +709,10 @@ pub struct JoinConfig {
     pub idle_after: HumanDuration,
     /// Block cache of the disk-backed join store, in bytes.
     pub cache_bytes: u64,
+    /// Pending entries the disk-backed store keeps in memory once their checkpoint has written
+    /// them, in bytes for the whole worker (0: none): a label that comes while its entry is
+    /// still there joins without a read of the store.
+    pub recent_bytes: u64,
     /// How many cuts back the disk store can be rolled back (its undo log), so a worker whose
     /// latest checkpoint is unreadable can restart from the previous one. 0 turns the undo log
     /// off, which roughly doubles the store's write throughput.
@@ -731,6 +735,7 @@ impl Default for JoinConfig {
             max_waiting_labels: 100_000,
             idle_after: HumanDuration::from_secs(300),
             cache_bytes: 64 << 20,
+            recent_bytes: 0,
             rollback_cuts: 1,
             cut_batch_bytes: 0,
         }

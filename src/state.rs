@@ -210,7 +210,8 @@ impl StateDir {
             cfg.join.cache_bytes,
             cfg.join.rollback_cuts,
         )?
-        .with_cut_batch_bytes(usize::try_from(cfg.join.cut_batch_bytes).unwrap_or(usize::MAX));
+        .with_cut_batch_bytes(usize::try_from(cfg.join.cut_batch_bytes).unwrap_or(usize::MAX))
+        .with_recent_bytes(usize::try_from(cfg.join.recent_bytes).unwrap_or(usize::MAX));
         let ckpts = Checkpoints::open(&cfg.checkpoint.checkpoints_dir(), cfg.checkpoint.keep)?
             .with_key(&cfg.checkpoint.hmac_key);
         let schema = schema_of(cfg);

@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use fjall::config::{CompressionPolicy, FilterPolicy};
 use fjall::{
@@ -37,7 +38,7 @@ use fjall::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::join::{Expired, JoinBackend, JoinerState, Lookup, Slot};
+use crate::join::{Entry, Expired, JoinBackend, JoinerState, Lookup, Slot};
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,12 @@ pub struct StoreFigures {
     /// Bytes of keys and values in the memtables (written, not yet flushed to tables), as the
     /// engine counts them: its skiplists' nodes, about as much again, are not included.
     pub memtable_bytes: u64,
+    /// Bytes of pending entries held in memory after their cut (at most `join.recent_bytes`,
+    /// as estimated from their sizes).
+    pub recent_bytes: u64,
+    /// Labels joined to an entry held in memory after its cut (no read of the store), since
+    /// the store was opened.
+    pub recent_joins: u64,
 }
 
 /// The record of a committed cut.
@@ -110,6 +117,11 @@ pub struct JoinStore {
     /// With an undo log, a cut is written in batches of about this many bytes (see
     /// [`ONE_BATCH`]).
     cut_batch_bytes: usize,
+    /// Bytes of pending entries the shards keep in memory after their cut, all together (see
+    /// [`Recent`]), and what they hold now.
+    recent_bytes: usize,
+    recent_held: Arc<AtomicUsize>,
+    recent_joins: Arc<AtomicU64>,
     /// Set when a commit stopped after some of its batches and undoing them failed too: the
     /// open store is then not at a cut, and refuses commits and rollbacks until reopened.
     failed: Arc<std::sync::OnceLock<String>>,
@@ -315,6 +327,9 @@ impl JoinStore {
             undo: log,
             keep_cuts,
             cut_batch_bytes: ONE_BATCH,
+            recent_bytes: 0,
+            recent_held: Arc::default(),
+            recent_joins: Arc::default(),
             failed: Arc::default(),
             #[cfg(test)]
             stop_after_batches: None,
@@ -330,6 +345,14 @@ impl JoinStore {
     /// (the default) writes each cut as one batch. See [`ONE_BATCH`] for the trade.
     pub fn with_cut_batch_bytes(mut self, bytes: usize) -> Self {
         self.cut_batch_bytes = if bytes == 0 { ONE_BATCH } else { bytes };
+        self
+    }
+
+    /// Sets how many bytes of pending entries the shards keep in memory (all together) once
+    /// their cut is on disk, for the labels that come soon after their event (0, the default:
+    /// none). See [`Recent`].
+    pub fn with_recent_bytes(mut self, bytes: usize) -> Self {
+        self.recent_bytes = bytes;
         self
     }
 
@@ -403,6 +426,11 @@ impl JoinStore {
             times: BTreeMap::new(),
             last_read: None,
             last_read_id: String::new(),
+            recent: Recent::new(
+                self.recent_bytes,
+                self.recent_held.clone(),
+                self.recent_joins.clone(),
+            ),
             track_before: self.undo.is_some(),
             len,
             expire_floor: None,
@@ -423,6 +451,8 @@ impl JoinStore {
     ) -> Result<Cut, StoreError> {
         let changes = Self::freeze(shards)?;
         let result = self.write_cut(tag, &changes);
+        // The frozen layers' last other owner: settling can then take them apart.
+        drop(changes);
         let mut shards: Vec<&mut DiskShard> = shards.iter_mut().map(|(s, _)| &mut **s).collect();
         settle(result, &mut shards)
     }
@@ -728,6 +758,8 @@ impl JoinStore {
             // by Cargo.lock).
             cache_bytes: self.db.cache_size(),
             memtable_bytes: self.db.write_buffer_size(),
+            recent_bytes: self.recent_held.load(Ordering::Relaxed) as u64,
+            recent_joins: self.recent_joins.load(Ordering::Relaxed),
             ..StoreFigures::default()
         };
         for k in keyspaces {
@@ -771,7 +803,7 @@ fn settle(
     for s in shards.iter_mut() {
         match &result {
             Ok(_) => {
-                s.frozen = None;
+                s.retire_frozen();
                 // The floors may have been taken while the frozen keys were only in memory.
                 s.expire_floor = None;
                 s.purge_floor = None;
@@ -881,6 +913,104 @@ impl InFlight {
     }
 }
 
+/// Pending entries kept in memory after their cut reached the disk, oldest out first, up to a
+/// byte budget (`join.recent_bytes`). A label that comes while its entry is here joins without
+/// a point read of the store: the read walks the LSM tree's memtables and tables (filters,
+/// indexes, a block from the cache or the file) and is most of what a label costs, while the
+/// block cache keeps whole 4 KiB blocks of which a label needs one entry. Entries leave when
+/// they change (a label, expiry), when the budget pushes them out, and with the shard.
+#[derive(Debug)]
+struct Recent {
+    entries: Map<Box<str>, Box<Entry>>,
+    /// Ids in the order they came; ids no longer in `entries` are skipped (and dropped when
+    /// they are over half the queue).
+    order: std::collections::VecDeque<Box<str>>,
+    /// Bytes of `entries`.
+    bytes: usize,
+    /// The budget of all the store's shards together, and what they hold (each shard makes
+    /// room by letting its own oldest go).
+    limit: usize,
+    held: Arc<AtomicUsize>,
+    /// Labels joined to an entry found here, all shards together.
+    joins: Arc<AtomicU64>,
+}
+
+impl Recent {
+    fn new(limit: usize, held: Arc<AtomicUsize>, joins: Arc<AtomicU64>) -> Self {
+        Self {
+            entries: Map::default(),
+            order: std::collections::VecDeque::new(),
+            bytes: 0,
+            limit,
+            held,
+            joins,
+        }
+    }
+
+    /// What an entry costs here, approximately: its allocations and its places in the map and
+    /// the queue.
+    fn size(id: &str, e: &Entry) -> usize {
+        2 * id.len()
+            + std::mem::size_of::<Entry>()
+            + e.x.idx.capacity() * std::mem::size_of::<u32>()
+            + e.x.val.capacity() * std::mem::size_of::<f32>()
+            + 64
+    }
+
+    fn get(&self, id: &str) -> Option<&Entry> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        self.entries.get(id).map(|e| &**e)
+    }
+
+    fn take(&mut self, id: &str) -> Option<Box<Entry>> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let e = self.entries.remove(id)?;
+        self.release(Self::size(id, &e));
+        Some(e)
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.take(id);
+    }
+
+    fn release(&mut self, size: usize) {
+        self.bytes -= size;
+        self.held.fetch_sub(size, Ordering::Relaxed);
+    }
+
+    fn keep(&mut self, id: Box<str>, e: Box<Entry>) {
+        let size = Self::size(&id, &e);
+        if size > self.limit {
+            return;
+        }
+        self.remove(&id);
+        self.entries.insert(id.clone(), e);
+        self.bytes += size;
+        self.held.fetch_add(size, Ordering::Relaxed);
+        self.order.push_back(id);
+        while self.held.load(Ordering::Relaxed) > self.limit {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+        if self.order.len() > 2 * self.entries.len() + 1024 {
+            let entries = &self.entries;
+            self.order.retain(|id| entries.contains_key(id));
+        }
+    }
+}
+
+impl Drop for Recent {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// One shard of the store: the committed state in fjall plus the changes since the last cut.
 pub struct DiskShard {
     shard: u32,
@@ -897,6 +1027,9 @@ pub struct DiskShard {
     last_read: Option<Option<Vec<u8>>>,
     /// The id `last_read` is of (a buffer reused from read to read).
     last_read_id: String,
+    /// Pending entries of finished cuts, held in memory (no id here has a change in `slots` or
+    /// `frozen`).
+    recent: Recent,
     /// Whether the store keeps an undo log (and so needs before-images).
     track_before: bool,
     len: u64,
@@ -931,6 +1064,9 @@ impl DiskShard {
         if let Some(c) = self.frozen.as_ref().and_then(|f| f.slots.get(id)) {
             return c.slot.clone();
         }
+        if let Some(e) = self.recent.get(id) {
+            return Some(Slot::Pending(Box::new(e.clone())));
+        }
         match self.entries.get(entry_key(self.shard, id)) {
             Ok(Some(v)) => {
                 if self.track_before {
@@ -957,6 +1093,37 @@ impl DiskShard {
         }
     }
 
+    /// Drops the frozen layer of a cut now on disk, keeping its pending entries (those not
+    /// changed since) in `recent`.
+    fn retire_frozen(&mut self) {
+        let Some(frozen) = self.frozen.take() else {
+            return;
+        };
+        if self.recent.limit == 0 {
+            return;
+        }
+        // Shared only if a caller still holds the commit's changes: then nothing is kept.
+        let Ok(Frozen { mut slots, times }) = Arc::try_unwrap(frozen) else {
+            return;
+        };
+        // In event-time order (the index keys the cut added), so the oldest go out first. An
+        // entry becomes pending only by being inserted, which adds its index key.
+        for ((_, id), change) in times {
+            if change.present
+                && !self.slots.contains_key(&id)
+                && let Some((
+                    id,
+                    Change {
+                        slot: Some(Slot::Pending(e)),
+                        ..
+                    },
+                )) = slots.remove_entry(&id)
+            {
+                self.recent.keep(id, e);
+            }
+        }
+    }
+
     fn remember_read(&mut self, id: &str, bytes: Option<Vec<u8>>) {
         self.last_read_id.clear();
         self.last_read_id.push_str(id);
@@ -974,6 +1141,7 @@ impl DiskShard {
         } else {
             None
         };
+        self.recent.remove(id);
         self.slots.insert(id.into(), Change { slot, before });
     }
 
@@ -982,6 +1150,9 @@ impl DiskShard {
     fn committed_bytes(&mut self, id: &str) -> Option<Vec<u8>> {
         if let Some(c) = self.frozen.as_ref().and_then(|f| f.slots.get(id)) {
             return c.slot.as_ref().map(encode_slot);
+        }
+        if let Some(e) = self.recent.get(id) {
+            return Some(encode_slot(&Slot::Pending(Box::new(e.clone()))));
         }
         match self.last_read.take() {
             Some(bytes) if self.last_read_id == id => bytes,
@@ -1117,6 +1288,22 @@ impl JoinBackend for DiskShard {
                 return Lookup::Joined(*e);
             }
         }
+        // Pending in memory since its cut: joined without a copy or a read of the disk.
+        let frozen = self
+            .frozen
+            .as_ref()
+            .is_some_and(|f| f.slots.contains_key(id));
+        if !frozen && let Some(e) = self.recent.take(id) {
+            self.recent.joins.fetch_add(1, Ordering::Relaxed);
+            let pending = Slot::Pending(e);
+            let before = self.track_before.then(|| encode_slot(&pending));
+            if let Slot::Pending(e) = pending {
+                let event_ts = e.event_ts;
+                let slot = Some(Slot::Joined { label, event_ts });
+                self.slots.insert(id.into(), Change { slot, before });
+                return Lookup::Joined(*e);
+            }
+        }
         match self.get(id) {
             Some(Slot::Pending(e)) => {
                 self.set(
@@ -1245,6 +1432,74 @@ mod tests {
         let mut b = reopen(&store, 2, &c);
         assert!(b.backend_mut().slots().is_empty(), "shard 2 was dropped");
         assert!(b.state().watermark.is_none());
+    }
+
+    /// Pending entries stay in memory after their cut within the budget, which the shards share
+    /// (each makes room by letting its own oldest go); a label finds them there without a read
+    /// of the store, and one whose entry was let go reads it from the disk; a shard that goes
+    /// gives its part of the budget back.
+    #[test]
+    fn recent_entries_join_without_a_read_within_a_shared_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cfg();
+        let id = |i: i64| format!("id{i:02}");
+        let one = Recent::size(&id(0), &entry(0));
+        let store = JoinStore::open(dir.path(), 1 << 20, 4)
+            .expect("open")
+            .with_recent_bytes(10 * one);
+        let mut a = reopen(&store, 1, &c);
+        let mut b = reopen(&store, 2, &c);
+        for i in 0..8 {
+            assert_eq!(a.insert(&id(i), entry(100 + i)), InsertOutcome::Stored);
+        }
+        assert_eq!(
+            store.figures().recent_bytes,
+            0,
+            "held once committed, not before"
+        );
+        commit(&store, &mut a, 1);
+        assert_eq!(store.figures().recent_bytes, 8 * one as u64);
+        for i in 8..14 {
+            assert_eq!(b.insert(&id(i), entry(100 + i)), InsertOutcome::Stored);
+        }
+        commit(&store, &mut b, 2);
+        // 14 entries, room for 10: b let its four oldest go.
+        assert_eq!(store.figures().recent_bytes, 10 * one as u64);
+        for i in 0..14 {
+            let j = if i < 8 { &mut a } else { &mut b };
+            let out = j.label(label(&id(i), true, 200));
+            assert!(
+                matches!(&out, LabelOutcome::Joined(x) if x.entry == entry(100 + i)),
+                "{i}: {out:?}"
+            );
+            let joins = store.figures().recent_joins;
+            assert_eq!(
+                joins,
+                (0..=i).filter(|k| !(8..12).contains(k)).count() as u64
+            );
+        }
+        assert_eq!(store.figures().recent_bytes, 0, "joined entries leave");
+        // A joined entry does not come back as pending after the next cut.
+        commit(&store, &mut a, 3);
+        assert_eq!(a.label(label(&id(0), true, 200)), LabelOutcome::Duplicate);
+        // A shard that goes gives its entries' bytes back.
+        for i in 20..23 {
+            assert_eq!(a.insert(&id(i), entry(100 + i)), InsertOutcome::Stored);
+        }
+        commit(&store, &mut a, 4);
+        assert_eq!(store.figures().recent_bytes, 3 * one as u64);
+        drop(a);
+        assert_eq!(store.figures().recent_bytes, 0);
+        let mut a = reopen(&store, 1, &c);
+        assert!(matches!(
+            a.label(label(&id(20), false, 200)),
+            LabelOutcome::Joined(_)
+        ));
+        assert_eq!(
+            store.figures().recent_joins,
+            10,
+            "read from the disk after the reopen"
+        );
     }
 
     /// The undo keys of cut `seq`.
@@ -1610,9 +1865,15 @@ mod tests {
         /// committing): the disk store, the in-memory store and the plain model give the same
         /// outcome at every step and hold the same slots at the end.
         #[test]
-        fn disk_and_memory_match_the_plain_model(ops in prop::collection::vec(op(), 1..160)) {
+        fn disk_and_memory_match_the_plain_model(
+            ops in prop::collection::vec(op(), 1..160),
+            // Pending entries held in memory after their cut: none, about four, all.
+            recent in prop_oneof![Just(0usize), Just(600), Just(1 << 20)],
+        ) {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = JoinStore::open(dir.path(), 1 << 20, 4).expect("open");
+            let store = JoinStore::open(dir.path(), 1 << 20, 4)
+                .expect("open")
+                .with_recent_bytes(recent);
             let c = cfg();
             let mut disk = reopen(&store, 0, &c);
             let mut mem = Joiner::new(&c, MemoryBackend::default());

@@ -785,10 +785,26 @@ fn render(s: &Status, hists: &[Hist]) -> String {
             "Bytes of keys and values in the join store's memtables (not yet flushed to tables; the skiplist's own nodes, about as much again, are not counted).",
             s.join_store.memtable_bytes,
         ),
+        (
+            "streamlr_join_store_recent_bytes",
+            "Bytes of pending entries the join store holds in memory after their checkpoint (at most join.recent_bytes).",
+            s.join_store.recent_bytes,
+        ),
     ] {
         family(&mut o, name, "gauge", help);
         let _ = writeln!(o, "{name} {value}");
     }
+    family(
+        &mut o,
+        "streamlr_join_store_recent_joins_total",
+        "counter",
+        "Labels joined to an entry the join store held in memory after its checkpoint (no read of the store).",
+    );
+    let _ = writeln!(
+        o,
+        "streamlr_join_store_recent_joins_total {}",
+        s.join_store.recent_joins
+    );
     if let Some(rss) = s.resident_bytes {
         family(
             &mut o,

@@ -125,6 +125,8 @@ fn every_promised_metric_is_exported_and_documented() {
         "streamlr_join_store_tables",
         "streamlr_join_store_cache_bytes",
         "streamlr_join_store_memtable_bytes",
+        "streamlr_join_store_recent_bytes",
+        "streamlr_join_store_recent_joins_total",
         "process_resident_memory_bytes",
         "streamlr_model_version",
         "streamlr_checkpoint_age_seconds",
