@@ -636,6 +636,9 @@ struct Worker {
     delivered: (u64, Instant),
     /// Where the loop's time goes.
     clock: LoopClock,
+    /// What one poll took from the consumers, kept from poll to poll: a new vector each time
+    /// (up to `POLL_BATCH` records of ~100 bytes) came from freshly faulted pages.
+    polled: Vec<Consumed>,
 }
 
 /// Where the loop's time goes: each lap is charged to one activity, so together they cover the
@@ -830,6 +833,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         model_at: None,
         delivered: (0, Instant::now()),
         clock: LoopClock::new(),
+        polled: Vec::new(),
     };
     worker.publish();
     let result = worker.run_loop(&stop);
@@ -1012,15 +1016,15 @@ impl Worker {
     /// Takes what the consumers have (up to a batch each), handles rebalances. Returns whether
     /// anything happened.
     fn poll_consumers(&mut self) -> Result<bool, WorkerError> {
-        let mut events = Vec::new();
+        let mut polled = std::mem::take(&mut self.polled);
         take_ready(
             || self.group.poll(Duration::ZERO),
             Side::Event,
             POLL_BATCH,
-            &mut events,
+            &mut polled,
         );
-        let mut progressed = !events.is_empty();
-        for c in events {
+        let mut progressed = !polled.is_empty();
+        for c in polled.drain(..) {
             self.accept(c);
         }
         self.serve_commits();
@@ -1035,7 +1039,7 @@ impl Worker {
                 Rebalance::Assign(tpl) => self.assign(&tpl)?,
             }
         }
-        let mut taken = Vec::new();
+        let mut taken = polled;
         take_ready(
             || self.labels.poll(Duration::ZERO),
             Side::Label,
@@ -1052,9 +1056,10 @@ impl Worker {
             take_ready(|| q.poll(Duration::ZERO), Side::Label, room, &mut taken);
         }
         progressed |= !taken.is_empty();
-        for c in taken {
+        for c in taken.drain(..) {
             self.accept(c);
         }
+        self.polled = taken;
         Ok(progressed)
     }
 
