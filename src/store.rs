@@ -1002,17 +1002,14 @@ impl Recent {
             return None;
         }
         let e = self.entries.remove(id)?;
-        self.release(Self::size(id, &e));
+        let size = Self::size(id, &e);
+        self.bytes -= size;
+        self.held.fetch_sub(size, Ordering::Relaxed);
         Some(e)
     }
 
     fn remove(&mut self, id: &str) {
         self.take(id);
-    }
-
-    fn release(&mut self, size: usize) {
-        self.bytes -= size;
-        self.held.fetch_sub(size, Ordering::Relaxed);
     }
 
     fn keep(&mut self, id: Box<str>, e: Box<Entry>) {
@@ -1321,12 +1318,10 @@ impl JoinBackend for DiskShard {
                 return Lookup::Joined(*e);
             }
         }
-        // Pending in memory since its cut: joined without a copy or a read of the disk.
-        let frozen = self
-            .frozen
-            .as_ref()
-            .is_some_and(|f| f.slots.contains_key(id));
-        if !frozen && let Some(e) = self.recent.take(id) {
+        // Pending in memory since its cut: joined without a copy or a read of the disk. (An id
+        // held there has no change in the overlay or the frozen layer: `set` takes it out, and
+        // only a written cut's layer puts it in.)
+        if let Some(e) = self.recent.take(id) {
             self.recent.joins.fetch_add(1, Ordering::Relaxed);
             let pending = Slot::Pending(e);
             let before = self.track_before.then(|| encode_slot(&pending));
