@@ -18,7 +18,6 @@
 //! same trait, so replay and the worker share these rules.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-
 use std::hash::BuildHasher;
 
 use hashbrown::{HashTable, hash_table};
