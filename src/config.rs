@@ -107,7 +107,7 @@ pub struct KafkaConfig {
     /// it (Kafka Streams' `max.task.idle.ms`); partitions known to be at their end never wait.
     pub merge_idle: HumanDuration,
     /// Records the merge buffers per partition; the rest waits in the partition's own
-    /// librdkafka queue (bounded by `queued.max.messages.kbytes`).
+    /// librdkafka queue (bounded by `queued.max.messages.kbytes` and `queued.min.messages`).
     pub buffer_records: usize,
     /// Timeout of metadata and committed-offset requests at start-up and on assignment, and of
     /// the wait for the offset commit when partitions are revoked.

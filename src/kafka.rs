@@ -41,12 +41,19 @@ pub enum Role {
 fn worker_defaults(role: Role) -> &'static [(&'static str, &'static str)] {
     match role {
         // Every assigned partition has a queue of its own (the worker splits it off), so
-        // librdkafka's prefetch bound applies per partition: its 64 MiB default would only add
-        // to the merge's `kafka.buffer_records` per partition.
+        // librdkafka's prefetch bounds apply per partition: its defaults (64 MiB, 100 000
+        // records) would only add to the merge's `kafka.buffer_records` per partition. Both
+        // bounds are set: the byte bound counts payloads only, while each queued record also
+        // takes a 1 KiB operation of librdkafka's, which is most of what a small record (a
+        // label) costs. A partition whose queue is at a bound is fetched again after
+        // `fetch.queue.backoff.ms`: librdkafka's 1 s would leave the merge waiting for a
+        // partition it has just drained.
         Role::Consumer => &[
             ("auto.offset.reset", "earliest"),
             ("statistics.interval.ms", STATS_INTERVAL_MS),
             ("queued.max.messages.kbytes", "4096"),
+            ("queued.min.messages", "5000"),
+            ("fetch.queue.backoff.ms", "20"),
         ],
         // Retry until delivered: a broker outage delays, never drops.
         Role::Producer => &[("message.timeout.ms", "0")],
@@ -275,6 +282,10 @@ mod tests {
         // Worker defaults fill only what neither table set.
         assert_eq!(c["auto.offset.reset"], "latest");
         assert_eq!(c["queued.max.messages.kbytes"], "4096");
+        assert_eq!(c["queued.min.messages"], "5000");
+        assert_eq!(c["fetch.queue.backoff.ms"], "20");
+        assert!(!p.contains_key("queued.min.messages"));
+        assert!(!p.contains_key("fetch.queue.backoff.ms"));
         assert_eq!(c["statistics.interval.ms"], "5000");
         assert_eq!(p["message.timeout.ms"], "0");
         let k = KafkaConfig {
