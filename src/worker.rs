@@ -118,6 +118,22 @@ fn topic_of(k: &crate::config::KafkaConfig, side: Side) -> &str {
     }
 }
 
+/// What the worker produces, by topic.
+#[derive(Debug, Clone, Copy)]
+enum Output {
+    Predictions,
+    DeadLetters,
+    Drift,
+}
+
+fn output_topic(k: &crate::config::KafkaConfig, out: Output) -> &str {
+    match out {
+        Output::Predictions => &k.predictions_topic,
+        Output::DeadLetters => &k.dead_letter_topic,
+        Output::Drift => &k.drift_topic,
+    }
+}
+
 /// Wraps a client error with what was being done.
 fn kerr(what: &'static str) -> impl FnOnce(KafkaError) -> WorkerError {
     move |source| WorkerError::Kafka { what, source }
@@ -639,6 +655,8 @@ struct Worker {
     /// What one poll took from the consumers, kept from poll to poll: a new vector each time
     /// (up to `POLL_BATCH` records of ~100 bytes) came from freshly faulted pages.
     polled: Vec<Consumed>,
+    /// The JSON of the prediction being produced (one buffer, reused from event to event).
+    json: Vec<u8>,
 }
 
 /// Where the loop's time goes: each lap is charged to one activity, so together they cover the
@@ -834,6 +852,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         delivered: (0, Instant::now()),
         clock: LoopClock::new(),
         polled: Vec::new(),
+        json: Vec::new(),
     };
     worker.publish();
     let result = worker.run_loop(&stop);
@@ -1098,9 +1117,13 @@ impl Worker {
         match r.side {
             Side::Event => match self.engine.on_event(payload, r.partition, r.ts, now_ms()) {
                 Ok(pred) => {
-                    let bytes = serde_json::to_vec(&pred).unwrap_or_default();
-                    let topic = self.cfg.kafka.predictions_topic.clone();
-                    self.send(&topic, pred.id.as_bytes(), &bytes)?;
+                    let mut json = std::mem::take(&mut self.json);
+                    json.clear();
+                    if serde_json::to_writer(&mut json, &pred).is_err() {
+                        json.clear();
+                    }
+                    self.send(Output::Predictions, pred.id.as_bytes(), &json)?;
+                    self.json = json;
                     self.predictions += 1;
                     self.telemetry.record_score(
                         started.elapsed(),
@@ -1147,10 +1170,9 @@ impl Worker {
             warn!(window = r.window, action = r.action, "Drift action");
         }
         self.last_drift = Some(r.clone());
-        let topic = self.cfg.kafka.drift_topic.clone();
-        if !topic.is_empty() && r.flagged().next().is_some() {
+        if !self.cfg.kafka.drift_topic.is_empty() && r.flagged().next().is_some() {
             let bytes = serde_json::to_vec(r).unwrap_or_default();
-            self.send(&topic, r.window.to_string().as_bytes(), &bytes)?;
+            self.send(Output::Drift, r.window.to_string().as_bytes(), &bytes)?;
         }
         Ok(())
     }
@@ -1181,12 +1203,11 @@ impl Worker {
             reason = dl.reason,
             "Dead letter"
         );
-        let topic = self.cfg.kafka.dead_letter_topic.clone();
         // The original key, cut like the payload so a huge key cannot make the dead letter
         // itself undeliverable.
         let key = r.key.as_deref().unwrap_or_default();
         let key = &key[..key.len().min(DEAD_LETTER_KEY_MAX)];
-        self.send(&topic, key, &bytes)?;
+        self.send(Output::DeadLetters, key, &bytes)?;
         if let Some(i) = crate::event::Reason::ALL
             .iter()
             .position(|x| *x == e.reason)
@@ -1200,10 +1221,11 @@ impl Worker {
     /// unavailable) it waits, publishing the status meanwhile (so `/readyz` and
     /// `streamlr_producer_unacknowledged` show the stall), but not beyond `drain_timeout` after
     /// a stop request.
-    fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), WorkerError> {
+    fn send(&mut self, out: Output, key: &[u8], payload: &[u8]) -> Result<(), WorkerError> {
         let drain = self.cfg.checkpoint.drain_timeout.0;
         let mut stop_seen: Option<Instant> = None;
         loop {
+            let topic = output_topic(&self.cfg.kafka, out);
             let slice = Instant::now();
             let sent = kafka::send_waiting(&self.producer, topic, key, payload, None, || {
                 slice.elapsed() >= PUBLISH_WHILE_WAITING
