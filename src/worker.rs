@@ -604,8 +604,8 @@ struct Worker {
     /// Each assigned partition's own librdkafka queue (split off the consumer's queue before it
     /// is assigned). The loop takes from a queue only while the merge has room for that
     /// partition; librdkafka stops fetching a partition whose queue holds
-    /// `queued.max.messages.kbytes` or `queued.min.messages`, so flow control needs no pause/resume (which discards
-    /// what was prefetched and fetches it again).
+    /// `queued.max.messages.kbytes` or `queued.min.messages`, so flow control needs no
+    /// pause/resume (which discards what was prefetched and fetches it again).
     event_queues: BTreeMap<i32, PartitionQueue<GroupContext>>,
     label_queues: BTreeMap<i32, PartitionQueue<PlainContext>>,
     /// Next offset of every partition this worker has held; -1: assigned, nothing read yet.
