@@ -83,8 +83,8 @@ worker_pid=$!
 # ~15 % of this 2-core machine away from the worker): every 0.25 s it samples the worker's VmHWM
 # and /metrics' join entries and asks `streamlr checkpoint show` whether the last checkpoint
 # covers every record; it prints the end time, the peak RSS (KiB), the most entries held, the loop's
-# shares and labels joined from memory (join.recent_bytes) / joined.
-read -r end peak held loop_shares recent < <("$py" - "$worker_pid" "$http_port" "$bin" "$work/streamlr.toml" "$events" "$labels" <<'PY'
+# shares, labels joined from memory (join.recent_bytes) / joined, and the worker's CPU seconds.
+read -r end peak held loop_shares recent cpu_total cpu_threads < <("$py" - "$worker_pid" "$http_port" "$bin" "$work/streamlr.toml" "$events" "$labels" <<'PY'
 import json, subprocess, sys, time, urllib.request
 pid, port, binary, config, events, labels = sys.argv[1:7]
 events, labels = int(events), int(labels)
@@ -119,9 +119,32 @@ while True:
     except (ValueError, KeyError, TypeError):
         pass
     time.sleep(0.25)
+end = time.time()
 total = sum(loop.values()) or 1.0
 shares = ",".join(f"{k}={v / total:.0%}" for k, v in loop.items())
-print(f"{time.time():.3f} {peak} {held} {shares or '-'} {recent}")
+# CPU seconds (user + system) of the worker process so far, and by thread name: the main loop,
+# fjall's workers (flushes, compactions), librdkafka's threads; the cut writers (one thread per
+# cut) have exited and count in the total only. Less noisy than events/s for A/B comparisons.
+import os
+tick = os.sysconf("SC_CLK_TCK")
+def cpu(stat_path):
+    with open(stat_path) as f:
+        text = f.read()
+    comm = text[text.index("(") + 1:text.rindex(")")]
+    fields = text[text.rindex(")") + 2:].split()
+    return comm, (int(fields[11]) + int(fields[12])) / tick
+_, total_cpu = cpu(f"/proc/{pid}/stat")
+by_name = {}
+for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+        comm, secs = cpu(f"/proc/{pid}/task/{tid}/stat")
+    except OSError:
+        continue
+    name = "main" if tid == pid else ("rdkafka" if comm.startswith("rdk:") else comm)
+    by_name[name] = by_name.get(name, 0.0) + secs
+by_name["exited"] = max(total_cpu - sum(by_name.values()), 0.0)
+threads = ",".join(f"{k}={v:.1f}" for k, v in sorted(by_name.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+print(f"{end:.3f} {peak} {held} {shares or '-'} {recent} {total_cpu:.2f} {threads}")
 PY
 )
 # Without DRAIN_ONLY: the latency phases; the summary leaves out what was not measured.
@@ -150,6 +173,7 @@ if p:
 print(f"worker       {w:>10,.0f} events/s  ({r/t:,.0f} records/s incl. labels, {t:.1f} s)"
       + (f"  ratio {w/p['records_per_s']:.2f}" if p else ""))
 print(f"worker peak RSS {$peak/1024:.0f} MiB; most join entries held (as /metrics showed, sampled every ~0.3 s): {$held}")
+print(f"worker CPU {$cpu_total:.1f} s ({$cpu_total * 1e6 / e:.1f} µs per event; by thread, s: $cpu_threads)")
 print("worker loop's time by activity (streamlr_loop_seconds_total at the end of the drain, group join included): $loop_shares")
 print("labels joined to an entry held in memory (join.recent_bytes) / all joined: $recent")
 if l:
