@@ -146,11 +146,20 @@ const ONE_BATCH: usize = usize::MAX;
 const BATCH_ITEM_BYTES: usize = 48;
 
 /// One before-image in the undo log: what a key held before a cut changed it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct UndoRecord {
     part: u8,
     key: Vec<u8>,
     before: Option<Vec<u8>>,
+}
+
+/// An [`UndoRecord`] borrowed from the cut being written: the same postcard bytes (a slice and a
+/// vector of bytes both encode as a length and the bytes), without copying key and image.
+#[derive(Serialize)]
+struct UndoRecordRef<'a> {
+    part: u8,
+    key: &'a [u8],
+    before: Option<&'a [u8]>,
 }
 
 /// Before-images are written in chunks of about this many bytes (one undo-log key per chunk,
@@ -163,14 +172,17 @@ fn decode_undo(value: &[u8]) -> Result<Vec<UndoRecord>, StoreError> {
     postcard::from_bytes(value).map_err(|e| StoreError::Decode(e.to_string()))
 }
 
-/// Collects a cut's before-images and writes them to the undo log in chunks.
+/// Collects a cut's before-images and writes them to the undo log in chunks. Each record is
+/// encoded as it comes; a chunk is then the postcard encoding of the list of its records (the
+/// count as a varint, then the records), which [`decode_undo`] reads.
 struct UndoWriter<'a> {
     log: Option<&'a Keyspace>,
     seq: u64,
     shard: u32,
     chunk: u32,
-    records: Vec<UndoRecord>,
-    bytes: usize,
+    /// The records of the current chunk, encoded one after the other.
+    records: Vec<u8>,
+    count: u64,
     /// Bytes of the chunks flushed into the caller's current batch.
     batched: usize,
 }
@@ -183,38 +195,47 @@ impl UndoWriter<'_> {
         shard: u32,
         part: u8,
         key: &[u8],
-        before: Option<Vec<u8>>,
-    ) {
+        before: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         if self.log.is_none() {
-            return;
+            return Ok(());
         }
         if shard != self.shard {
-            self.flush(batch);
+            self.flush(batch)?;
             self.shard = shard;
         }
-        self.bytes += key.len() + before.as_ref().map_or(0, Vec::len) + 8;
-        self.records.push(UndoRecord {
-            part,
-            key: key.to_vec(),
-            before,
-        });
-        if self.bytes >= UNDO_CHUNK_BYTES {
-            self.flush(batch);
+        let record = UndoRecordRef { part, key, before };
+        self.records = postcard::to_extend(&record, std::mem::take(&mut self.records))
+            .map_err(|e| StoreError::Engine(format!("encoding a before-image: {e}")))?;
+        self.count += 1;
+        if self.records.len() >= UNDO_CHUNK_BYTES {
+            self.flush(batch)?;
         }
+        Ok(())
+    }
+
+    /// Bytes collected for the current chunk.
+    fn bytes(&self) -> usize {
+        self.records.len()
     }
 
     /// Writes the collected before-images as one chunk.
-    fn flush(&mut self, batch: &mut OwnedWriteBatch) {
-        let Some(log) = self.log else { return };
-        if self.records.is_empty() {
-            return;
+    fn flush(&mut self, batch: &mut OwnedWriteBatch) -> Result<(), StoreError> {
+        let Some(log) = self.log else { return Ok(()) };
+        if self.count == 0 {
+            return Ok(());
         }
-        let chunk = postcard::to_stdvec(&self.records).unwrap_or_default();
+        // A sequence's length and a u64 are the same varint in postcard.
+        let mut chunk =
+            postcard::to_extend(&self.count, Vec::with_capacity(10 + self.records.len()))
+                .map_err(|e| StoreError::Engine(format!("encoding a before-image: {e}")))?;
+        chunk.extend_from_slice(&self.records);
         self.batched += chunk.len();
         batch.insert(log, undo_key(self.seq, self.shard, self.chunk), chunk);
         self.chunk += 1;
         self.records.clear();
-        self.bytes = 0;
+        self.count = 0;
+        Ok(())
     }
 }
 
@@ -570,7 +591,7 @@ impl JoinStore {
             shard: 0,
             chunk: 0,
             records: Vec::new(),
-            bytes: 0,
+            count: 0,
             batched: 0,
         };
         for s in shards {
@@ -580,8 +601,13 @@ impl JoinStore {
             slots.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (id, change) in slots {
                 let key = entry_key(s.shard, id);
-                let before = change.before.clone();
-                undo.push(&mut out.batch, s.shard, PART_ENTRIES, &key, before);
+                undo.push(
+                    &mut out.batch,
+                    s.shard,
+                    PART_ENTRIES,
+                    &key,
+                    change.before.as_deref(),
+                )?;
                 match &change.slot {
                     Some(slot) => {
                         let value = encode_slot(slot);
@@ -597,8 +623,8 @@ impl JoinStore {
             }
             for ((ts, id), change) in &s.frozen.times {
                 let key = time_key(s.shard, *ts, id);
-                let before = change.committed.then(Vec::new);
-                undo.push(&mut out.batch, s.shard, PART_TIME, &key, before);
+                let before = change.committed.then_some(&[][..]);
+                undo.push(&mut out.batch, s.shard, PART_TIME, &key, before)?;
                 out.bytes += key.len() + BATCH_ITEM_BYTES;
                 if change.present {
                     out.batch.insert(&self.by_time, key, [])
@@ -613,7 +639,7 @@ impl JoinStore {
             } else {
                 None
             };
-            undo.push(&mut out.batch, s.shard, PART_META, &mkey, before);
+            undo.push(&mut out.batch, s.shard, PART_META, &mkey, before.as_deref())?;
             let meta = ShardMeta {
                 len: s.len,
                 joiner: Some(s.joiner.clone()),
@@ -627,8 +653,8 @@ impl JoinStore {
         // The last batch: the cut record, and with it the cut is whole.
         let mut batch = out.batch;
         let before = self.meta.get(CUT_KEY)?.map(|v| v.to_vec());
-        undo.push(&mut batch, u32::MAX, PART_META, CUT_KEY, before);
-        undo.flush(&mut batch);
+        undo.push(&mut batch, u32::MAX, PART_META, CUT_KEY, before.as_deref())?;
+        undo.flush(&mut batch)?;
         batch.insert(
             &self.meta,
             CUT_KEY,
@@ -881,11 +907,12 @@ struct CutBatch<'a> {
 impl CutBatch<'_> {
     /// Writes the batch, with the before-images of what it changes, if it is full.
     fn write_if_full(&mut self, undo: &mut UndoWriter<'_>) -> Result<(), StoreError> {
-        if undo.log.is_none() || self.bytes + undo.bytes + undo.batched < self.store.cut_batch_bytes
+        if undo.log.is_none()
+            || self.bytes + undo.bytes() + undo.batched < self.store.cut_batch_bytes
         {
             return Ok(());
         }
-        undo.flush(&mut self.batch);
+        undo.flush(&mut self.batch)?;
         std::mem::replace(&mut self.batch, self.store.db.batch()).commit()?;
         self.bytes = 0;
         undo.batched = 0;
@@ -1560,6 +1587,76 @@ mod tests {
     }
 
     /// The undo keys of cut `seq`.
+    /// The undo writer encodes each record as it comes and a chunk as its count and records:
+    /// the chunks must hold exactly postcard's encoding of the list of owned records (what
+    /// `decode_undo` reads and what earlier versions wrote), across chunk and shard boundaries,
+    /// with multi-byte lengths (keys and images of 128+ bytes, 128+ records in a chunk).
+    #[test]
+    fn undo_chunks_are_postcard_lists_of_their_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = JoinStore::open(dir.path(), 1 << 20, 2).expect("open");
+        let log = store.undo.as_ref().expect("undo log");
+        let mut undo = UndoWriter {
+            log: Some(log),
+            seq: 7,
+            shard: 0,
+            chunk: 0,
+            records: Vec::new(),
+            count: 0,
+            batched: 0,
+        };
+        let mut batch = store.db.batch();
+        let mut expected: Vec<(u32, Vec<UndoRecord>)> = vec![(0, Vec::new())];
+        for i in 0..3_000usize {
+            let shard = if i < 2_000 { 0 } else { 3 };
+            if expected.last().map(|(s, _)| *s) != Some(shard) {
+                expected.push((shard, Vec::new()));
+            }
+            let key = format!("k{i}-{}", "x".repeat(i % 300)).into_bytes();
+            let before = match i % 3 {
+                0 => None,
+                1 => Some(Vec::new()),
+                _ => Some(vec![(i % 251) as u8; i % 700]),
+            };
+            let part = (i % 3) as u8;
+            undo.push(&mut batch, shard, part, &key, before.as_deref())
+                .expect("push");
+            let rec = UndoRecord { part, key, before };
+            expected.last_mut().expect("shard").1.push(rec);
+        }
+        undo.flush(&mut batch).expect("flush");
+        batch.commit().expect("commit");
+        let chunks: Vec<(Vec<u8>, Vec<u8>)> = log
+            .prefix(7u64.to_be_bytes())
+            .map(|kv| {
+                let (k, v) = kv.into_inner().expect("undo");
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        // Several chunks, each decoding to a run of the records in order, and the runs
+        // together are every record, shard by shard.
+        assert!(chunks.len() > 2, "{} chunks", chunks.len());
+        let mut decoded: Vec<(u32, Vec<UndoRecord>)> = Vec::new();
+        for (k, v) in &chunks {
+            let shard = u32::from_be_bytes(k[8..12].try_into().expect("shard"));
+            let records = decode_undo(v).expect("decode");
+            assert!(records.len() < 3_000);
+            let reference = postcard::to_stdvec(&records).expect("reference");
+            assert_eq!(v, &reference, "chunk {k:?} is not postcard's list encoding");
+            match decoded.last_mut() {
+                Some((s, run)) if *s == shard => run.extend(records),
+                _ => decoded.push((shard, records)),
+            }
+        }
+        assert!(decoded.iter().any(|(_, run)| run.len() >= 128));
+        let flat = |v: &[(u32, Vec<UndoRecord>)]| -> Vec<(u32, UndoRecord)> {
+            v.iter()
+                .flat_map(|(s, run)| run.iter().map(|r| (*s, r.clone())))
+                .collect()
+        };
+        assert_eq!(flat(&decoded), flat(&expected));
+    }
+
     fn undo_keys(store: &JoinStore, seq: u64) -> Vec<Vec<u8>> {
         let log = store.undo.as_ref().expect("undo log");
         log.prefix(seq.to_be_bytes())
