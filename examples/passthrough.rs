@@ -3,9 +3,10 @@
 //! group-session, EOF and manual-commit settings and its producer delivery setting. Its prefetch
 //! stays librdkafka's: the worker's bounds (`queued.min.messages = 5000` per partition, see
 //! `streamlr::kafka`) made this loop ~18 % slower (213-219k against 249-266k records/s, 500k
-//! records on 3 partitions, 2026-12-08), and the baseline is the faster of the two. Exits once it has copied `--count` records and the broker acknowledged
-//! them; prints `{"records", "seconds", "records_per_s"}` timed from its start, like the worker's
-//! figure (group join included).
+//! records on 3 partitions, 2026-12-08), and the baseline is the faster of the two. Exits once
+//! it has copied `--count` records and the broker acknowledged them; prints `{"records",
+//! "seconds", "records_per_s"}` timed from its start, like the worker's figure (group join
+//! included).
 //!
 //! `cargo run --release --example passthrough -- BROKERS FROM TO COUNT [KEY=VALUE...]` (the
 //! KEY=VALUE librdkafka properties override the defaults above, for both clients).
