@@ -120,6 +120,9 @@ pub struct Status {
     /// Records not yet processed per assigned partition: (topic, partition, lag), from the
     /// high watermark the consumer last fetched.
     pub lag: Vec<(String, i32, i64)>,
+    /// The next offset the last durable checkpoint covers per assigned partition: (topic,
+    /// partition, offset). A restart resumes there.
+    pub checkpoint_offsets: Vec<(String, i32, i64)>,
     /// Reliability diagram of everything learned: (mean predicted, observed rate, count) per
     /// calibration bin.
     pub reliability: Vec<(f64, f64, u64)>,
@@ -542,6 +545,9 @@ impl Telemetry {
             "event_to_prediction_seconds": age,
             "lag": s.lag.iter().map(|(t, p, n)| serde_json::json!({
                 "topic": t, "partition": p, "lag": n,
+            })).collect::<Vec<_>>(),
+            "checkpoint_offsets": s.checkpoint_offsets.iter().map(|(t, p, o)| serde_json::json!({
+                "topic": t, "partition": p, "offset": o,
             })).collect::<Vec<_>>(),
             "quality": q.map(|q| serde_json::json!({
                 "log_loss": q.log_loss, "auc": q.auc, "calibration_error": q.ece, "labels": q.n,
@@ -991,6 +997,19 @@ fn render(s: &Status, hists: &[Hist]) -> String {
             esc(topic)
         );
     }
+    family(
+        &mut o,
+        "streamlr_checkpoint_offset",
+        "gauge",
+        "Next offset the last durable checkpoint covers, per assigned partition (a restart resumes there).",
+    );
+    for (topic, p, n) in &s.checkpoint_offsets {
+        let _ = writeln!(
+            o,
+            "streamlr_checkpoint_offset{{topic=\"{}\",partition=\"{p}\"}} {n}",
+            esc(topic)
+        );
+    }
     for h in hists {
         histogram(&mut o, h);
     }
@@ -1243,6 +1262,7 @@ mod tests {
         s.counters.labels[LabelCount::Expired as usize] = 2;
         s.counters.labels[LabelCount::Duplicate as usize] = 9; // not a closed window
         s.lag = vec![("events".into(), 3, 42)];
+        s.checkpoint_offsets = vec![("labels".into(), 3, 1234)];
         s.drift_alerts
             .features
             .insert(("we\"ird".into(), "alert"), 2);
@@ -1253,6 +1273,7 @@ mod tests {
         for line in [
             "streamlr_label_coverage_ratio 0.75",
             "streamlr_consumer_lag{topic=\"events\",partition=\"3\"} 42",
+            "streamlr_checkpoint_offset{topic=\"labels\",partition=\"3\"} 1234",
             "streamlr_drift_alerts_total{feature=\"we\\\"ird\",level=\"alert\"} 2",
             "streamlr_label_delay_seconds_bucket{le=\"60\"} 1",
             "streamlr_label_delay_seconds_bucket{le=\"3600\"} 1",

@@ -630,6 +630,8 @@ struct Worker {
     /// How long the last cut stopped the loop (flush, checkpoint file, freezing the store's
     /// changes), seconds.
     cut_pause_seconds: f64,
+    /// The offsets the last durable checkpoint covers (where a restart resumes).
+    durable_offsets: Vec<PartitionOffset>,
     /// A cut whose store commit runs on the commit thread.
     pending_cut: Option<PendingCut>,
     committer: Committer,
@@ -715,6 +717,11 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
     engine.collect_label_delays(true);
     let mut known = BTreeMap::new();
     let lineage = restored.meta.as_ref().map(lineage_of);
+    let durable_offsets = restored
+        .meta
+        .as_ref()
+        .map(|m| m.offsets.clone())
+        .unwrap_or_default();
     match (restored.meta, restored.learner) {
         (Some(meta), Some(learner)) => {
             info!(
@@ -839,6 +846,7 @@ pub fn run(cfg: Config, stop: Stop, telemetry: Arc<Telemetry>) -> Result<(), Wor
         cut_at: None,
         cut_seconds: 0.0,
         cut_pause_seconds: 0.0,
+        durable_offsets,
         pending_cut: None,
         committer,
         drain_deadline: None,
@@ -1341,6 +1349,9 @@ impl Worker {
             "Checkpoint written"
         );
         self.commit_offsets(&cut.offsets);
+        self.durable_offsets = cut.offsets;
+        // What is durable shows at once, not at the next tick.
+        self.publish();
         Ok(())
     }
 
@@ -1679,10 +1690,26 @@ impl Worker {
             psi_levels: (self.cfg.drift.psi_warn, self.cfg.drift.psi_alert),
             drift_alerts: self.drift_alerts.clone(),
             lag: self.lag(),
+            checkpoint_offsets: self.checkpoint_offsets(),
             reliability: self.engine.quality().total.reliability(),
             offset_commits: self.commits,
             loop_seconds: self.clock.seconds(),
         });
+    }
+
+    /// The next offset the last durable checkpoint covers, per assigned partition of both
+    /// topics (a restart resumes there). Partitions with no offset yet are left out.
+    fn checkpoint_offsets(&self) -> Vec<(String, i32, i64)> {
+        let ours = [self.topic(Side::Event), self.topic(Side::Label)];
+        self.durable_offsets
+            .iter()
+            .filter(|o| {
+                o.offset >= 0
+                    && self.assigned.contains(&o.partition)
+                    && ours.contains(&o.topic.as_str())
+            })
+            .map(|o| (o.topic.clone(), o.partition, o.offset))
+            .collect()
     }
 
     /// Records not yet processed per assigned partition: the high watermark in librdkafka's

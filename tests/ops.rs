@@ -141,6 +141,7 @@ fn every_promised_metric_is_exported_and_documented() {
         "streamlr_drift_alerts_total",
         "streamlr_score_drift_alerts_total",
         "streamlr_consumer_lag",
+        "streamlr_checkpoint_offset",
         "streamlr_weight_norm",
         "streamlr_label_coverage_ratio",
         "streamlr_learning_frozen",

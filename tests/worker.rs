@@ -157,14 +157,27 @@ fn every_event_is_predicted_and_every_label_applied_once() {
     assert_eq!(common::http_get(&addr, "/healthz").0, 200);
     let (code, ready) = common::http_get(&addr, "/readyz");
     assert_eq!(code, 200, "{ready}");
-    // Published about once a second: wait for the status that covers everything.
+    // Published about once a second: wait for the status that covers everything. The last
+    // durable checkpoint covers every record: its offsets, per partition, add up to the
+    // records of each topic (offsets start at 0).
+    let covered = |text: &str, topic: &str| -> f64 {
+        (0..3)
+            .filter_map(|p| {
+                let name =
+                    format!("streamlr_checkpoint_offset{{topic=\"{topic}\",partition=\"{p}\"}}");
+                common::metric(text, &name)
+            })
+            .sum()
+    };
     let metrics = common::wait_for(Duration::from_secs(10), "metrics catch up", || {
         let (code, text) = common::http_get(&addr, "/metrics");
         (code == 200
             && common::metric(&text, "streamlr_updates_total") == Some(want.updates.applied as f64)
             && common::metric(&text, "streamlr_offset_commits_total{outcome=\"stored\"}")
-                .is_some_and(|n| n >= 1.0))
-        .then_some(text)
+                .is_some_and(|n| n >= 1.0)
+            && covered(&text, "events") == events.len() as f64
+            && covered(&text, "labels") == labels.len() as f64)
+            .then_some(text)
     });
     assert_eq!(
         common::metric(
