@@ -29,8 +29,16 @@ bin=${STREAMLR_BIN:-${CARGO_TARGET_DIR:-target}/release/streamlr}
 ex=${CARGO_TARGET_DIR:-target}/release/examples
 work=$(mktemp -d)
 worker_pid=""
+# Stops a process this script started and, first, what it started in turn (a STREAMLR_BIN wrapper
+# that runs the worker under perf or heaptrack), leaves first. The peak RSS and CPU figures are
+# those of the started process: a wrapper should `exec` the worker for them to be the worker's.
+stop_tree() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do stop_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
 cleanup() {
-  if [ -n "$worker_pid" ]; then kill "$worker_pid" 2>/dev/null || true; wait "$worker_pid" 2>/dev/null || true; fi
+  if [ -n "$worker_pid" ]; then stop_tree "$worker_pid"; wait "$worker_pid" 2>/dev/null || true; fi
   scripts/broker.sh stop "$work/broker"
   rm -rf "$work"
 }
@@ -149,7 +157,7 @@ if [ "$drain_only" != 1 ]; then
   worker_rate=$(python3 -c "print($events/($end-$start))")
   rate=$(python3 -c "print(round($worker_rate*$load))")
   lat=$("$ex/latency" "$bootstrap" "$rate" "$secs" predictions "${client[@]}")
-  kill "$worker_pid"; wait "$worker_pid" 2>/dev/null || true; worker_pid=""
+  stop_tree "$worker_pid"; wait "$worker_pid" 2>/dev/null || true; worker_pid=""
   # The passthrough's latency at the same offered rate, from the end of the events topic.
   "$ex/passthrough" "$bootstrap" events passthrough-out 1000000000000 "${client[@]}" \
     group.id=streamlr-passthrough-live auto.offset.reset=latest >/dev/null 2>"$work/passthrough.log" &
