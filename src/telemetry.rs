@@ -657,6 +657,18 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A gauge family with one sample per (topic, partition).
+fn partition_gauge(out: &mut String, name: &str, help: &str, rows: &[(String, i32, i64)]) {
+    family(out, name, "gauge", help);
+    for (topic, p, n) in rows {
+        let _ = writeln!(
+            out,
+            "{name}{{topic=\"{}\",partition=\"{p}\"}} {n}",
+            esc(topic)
+        );
+    }
+}
+
 /// The Prometheus exposition of a status and the histograms.
 fn render(s: &Status, hists: &[Hist]) -> String {
     let mut o = String::new();
@@ -984,32 +996,18 @@ fn render(s: &Status, hists: &[Hist]) -> String {
         );
         let _ = writeln!(o, "streamlr_label_coverage_ratio {r}");
     }
-    family(
+    partition_gauge(
         &mut o,
         "streamlr_consumer_lag",
-        "gauge",
         "Records not yet processed, per assigned partition (from the last fetched high watermark).",
+        &s.lag,
     );
-    for (topic, p, n) in &s.lag {
-        let _ = writeln!(
-            o,
-            "streamlr_consumer_lag{{topic=\"{}\",partition=\"{p}\"}} {n}",
-            esc(topic)
-        );
-    }
-    family(
+    partition_gauge(
         &mut o,
         "streamlr_checkpoint_offset",
-        "gauge",
         "Next offset the last durable checkpoint covers, per assigned partition (a restart resumes there).",
+        &s.checkpoint_offsets,
     );
-    for (topic, p, n) in &s.checkpoint_offsets {
-        let _ = writeln!(
-            o,
-            "streamlr_checkpoint_offset{{topic=\"{}\",partition=\"{p}\"}} {n}",
-            esc(topic)
-        );
-    }
     for h in hists {
         histogram(&mut o, h);
     }
