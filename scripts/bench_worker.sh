@@ -91,8 +91,9 @@ worker_pid=$!
 # ~15 % of this 2-core machine away from the worker): every 0.25 s it samples the worker's VmHWM
 # and /metrics — the join entries, and whether the last durable checkpoint covers every record
 # (`streamlr_checkpoint_offset`; `streamlr checkpoint show` 4 times a second, as before, cost
-# ~20 ms of CPU each, reading and checking the whole checkpoint); it prints the end time, the peak RSS (KiB), the most entries held, the loop's
-# shares, labels joined from memory (join.recent_bytes) / joined, and the worker's CPU seconds.
+# ~20 ms of CPU each, reading and checking the whole checkpoint). It prints the end time, the
+# peak RSS (KiB), the most entries held, the loop's shares, labels joined from memory
+# (join.recent_bytes) / joined, and the worker's CPU seconds.
 read -r end peak held loop_shares recent cpu_total cpu_threads < <("$py" - "$worker_pid" "$http_port" "$events" "$labels" <<'PY'
 import sys, time, urllib.request
 pid, port, events, labels = sys.argv[1:5]
@@ -128,7 +129,8 @@ total = sum(loop.values()) or 1.0
 shares = ",".join(f"{k}={v / total:.0%}" for k, v in loop.items())
 # CPU seconds (user + system) of the worker process so far, and by thread name: the main loop,
 # fjall's workers (flushes, compactions), librdkafka's threads; the cut writers (one thread per
-# cut) have exited and count in the total only. Less noisy than events/s for A/B comparisons.
+# cut) have exited and count in the total only. A second view for A/B comparisons (on this VM
+# about as noisy as events/s: ±10 % between runs of one build).
 import os
 tick = os.sysconf("SC_CLK_TCK")
 def cpu(stat_path):
