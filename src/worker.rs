@@ -1848,6 +1848,38 @@ fn log_guard(t: &crate::guard::Transition, model_version: u64) {
 mod tests {
     use super::*;
 
+    /// Leaving the group runs on a thread of its own: a close that ends in time is waited for,
+    /// one that does not (a broker that does not answer the LeaveGroup) is left behind at the
+    /// drain deadline, but never sooner than 1 s.
+    #[test]
+    fn closing_the_clients_waits_up_to_the_deadline_only() {
+        struct SlowToClose(Duration, Arc<AtomicBool>);
+        impl Drop for SlowToClose {
+            fn drop(&mut self) {
+                std::thread::sleep(self.0);
+                self.1.store(true, Ordering::SeqCst);
+            }
+        }
+        let closed = Arc::new(AtomicBool::new(false));
+        let far = Instant::now() + Duration::from_secs(30);
+        close_clients(SlowToClose(Duration::from_millis(300), closed.clone()), far);
+        assert!(
+            closed.load(Ordering::SeqCst),
+            "returned before the clients closed"
+        );
+
+        let closed = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        // The deadline has passed already: the 1 s floor applies.
+        close_clients(SlowToClose(Duration::from_secs(6), closed.clone()), started);
+        let waited = started.elapsed();
+        assert!(!closed.load(Ordering::SeqCst));
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
+            "waited {waited:?}"
+        );
+    }
+
     #[test]
     fn base64_matches_rfc4648_vectors() {
         // RFC 4648 section 10.
