@@ -1234,9 +1234,10 @@ impl Worker {
         let mut stop_seen: Option<Instant> = None;
         loop {
             let topic = output_topic(&self.cfg.kafka, out);
-            let slice = Instant::now();
+            // Timed from the first look at a full queue, not read at every send.
+            let slice = std::cell::OnceCell::new();
             let sent = kafka::send_waiting(&self.producer, topic, key, payload, None, || {
-                slice.elapsed() >= PUBLISH_WHILE_WAITING
+                slice.get_or_init(Instant::now).elapsed() >= PUBLISH_WHILE_WAITING
             });
             match sent {
                 Ok(()) => return Ok(()),
