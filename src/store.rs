@@ -320,6 +320,7 @@ impl JoinStore {
         let db = Database::builder(dir)
             .cache_size(cache_bytes)
             .manual_journal_persist(true)
+            .worker_threads(background_threads())
             .open()
             .map_err(|e| match e {
                 fjall::Error::InvalidVersion(v) => StoreError::Engine(format!(
@@ -813,6 +814,17 @@ fn keyspace_options(point_reads: bool) -> KeyspaceCreateOptions {
     } else {
         opts.filter_policy(FilterPolicy::disabled())
     }
+}
+
+/// fjall's background threads (flushes and compactions): as many as it would take (one per
+/// core, at most 4) but at least 3. With two, its worker 0 hands every compaction request back
+/// to the queue while the other thread compacts and receives it again at once — a busy loop for
+/// as long as the compaction runs; with a third, an idle peer takes the request. On 2 cores,
+/// draining 1M pending entries, fjall's CPU fell from 6.0 / 5.8 s to 3.6 / 3.7 s (README).
+fn background_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(3, 4)
 }
 
 /// A slot's bytes on disk: postcard, into a vector allocated once with room for the largest
