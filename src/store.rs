@@ -1598,7 +1598,15 @@ mod tests {
         );
     }
 
-    /// The undo keys of cut `seq`.
+    /// fjall gets a third background thread even on 1 or 2 cores (with two, its worker 0
+    /// busy-loops on compaction requests while the other compacts), and no more than its own
+    /// default of 4.
+    #[test]
+    fn fjall_gets_three_to_four_background_threads() {
+        let n = background_threads();
+        assert!((3..=4).contains(&n), "{n} threads");
+    }
+
     /// The undo writer encodes each record as it comes and a chunk as its count and records:
     /// the chunks must hold exactly postcard's encoding of the list of owned records (what
     /// `decode_undo` reads and what earlier versions wrote), across chunk and shard boundaries,
@@ -1669,6 +1677,7 @@ mod tests {
         assert_eq!(flat(&decoded), flat(&expected));
     }
 
+    /// The undo keys of cut `seq`.
     fn undo_keys(store: &JoinStore, seq: u64) -> Vec<Vec<u8>> {
         let log = store.undo.as_ref().expect("undo log");
         log.prefix(seq.to_be_bytes())
