@@ -5,7 +5,7 @@ use clap::Parser;
 /// mimalloc: records are allocated on the reader thread and freed on the learner thread, a
 /// pattern glibc malloc handles poorly (measured in replay: see README, Benchmarks). Built with
 /// its `no_thp` feature (it does not ask for transparent huge pages) and its `override` feature
-/// (the binary exports `malloc` and `free`, so librdkafka allocates from it too): each ~40-60
+/// (the binary exports `malloc` and `free`, so librdkafka allocates from it too): each ~40-70
 /// MiB less peak RSS at the same speed (README, Memory).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
